@@ -1,0 +1,7 @@
+//! scim-operator: provision users and groups into Kubernetes over SCIM 2.0 and turn them
+//! into access.
+
+pub mod resources;
+pub mod scim;
+// pub mod server;
+pub mod store;

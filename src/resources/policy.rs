@@ -1,0 +1,109 @@
+//! AccessPolicy: which groups of a tenant receive which Kubernetes roles.
+//!
+//! Policies are cluster-scoped: a policy can grant ClusterRoles cluster-wide, so writing
+//! one is a cluster administrator's act, not something a tenant namespace may do.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Maps groups of one tenant to Kubernetes roles.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "scim-operator.dev",
+    version = "v1alpha1",
+    kind = "AccessPolicy",
+    status = "AccessPolicyStatus",
+    shortname = "ap",
+    category = "scim",
+    printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenant"),
+    printcolumn(name = "Groups", type_ = "integer", json_path = ".status.groupCount"),
+    printcolumn(name = "Subjects", type_ = "integer", json_path = ".status.subjectCount"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicySpec {
+    /// Namespace that holds the ScimUsers and ScimGroups of the IdP connection.
+    pub tenant: String,
+    /// The groups whose members receive the grants.
+    pub groups: Vec<GroupSelector>,
+    /// The roles granted.
+    pub grants: Vec<Grant>,
+    /// Whether subjects are the members as kind User, the group as kind Group, or both.
+    #[serde(default)]
+    pub subjects: SubjectKind,
+}
+
+/// Selects one group by exactly one of its identifiers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSelector {
+    /// The group's displayName, compared without regard to case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The group's externalId, as the IdP knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// The group's SCIM id, which survives renames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// One role granted to the selected groups.
+///
+/// Exactly one of `clusterRole` and `role` is set. A `clusterRole` without `namespaces` is
+/// bound cluster-wide with a ClusterRoleBinding; with `namespaces` it is bound by a
+/// RoleBinding in each. A `role` names a Role, which exists per namespace, so it needs
+/// `namespaces`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    /// Name of a ClusterRole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_role: Option<String>,
+    /// Name of a Role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Namespaces to bind in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+}
+
+/// The kind of RoleBinding subject a policy produces.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SubjectKind {
+    /// Each active member, as kind User named by userName.
+    #[default]
+    User,
+    /// The group itself, as kind Group named by displayName.
+    Group,
+    /// Both of the above.
+    Both,
+}
+
+/// Observed state of an AccessPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicyStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Number of selected groups that exist.
+    #[serde(default)]
+    pub group_count: u32,
+    /// Number of distinct subjects granted.
+    #[serde(default)]
+    pub subject_count: u32,
+    /// Number of bindings owned.
+    #[serde(default)]
+    pub binding_count: u32,
+    /// Ready and Degraded conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
