@@ -1,7 +1,8 @@
 //! scim-operator: provision users and groups into Kubernetes over SCIM 2.0 and turn them
 //! into access.
 
+pub mod controller;
 pub mod resources;
 pub mod scim;
-// pub mod server;
+pub mod server;
 pub mod store;

@@ -25,7 +25,11 @@ pub fn open_embedded(dir: &Path) -> Result<Arc<Store>, StoreError> {
     let users = Arc::new(Default::default());
     let groups = Arc::new(Default::default());
     let backend = EmbeddedBackend::open::<ScimUser, ScimGroup>(dir, &users, &groups)?;
-    Ok(Arc::new(Store { backend: Backend::Embedded(backend), users, groups }))
+    Ok(Arc::new(Store {
+        backend: Backend::Embedded(backend),
+        users,
+        groups,
+    }))
 }
 
 /// A store on the Kubernetes API, with its indexes fed by watches on `namespace` (or all
@@ -38,18 +42,26 @@ pub async fn open_kube(client: kube::Client, namespace: Option<&str>) -> Arc<Sto
     while !(users_synced.get() && groups_synced.get()) {
         tokio::time::sleep(SYNC_POLL).await;
     }
-    Arc::new(Store { backend: Backend::Kube(KubeBackend::new(client)), users, groups })
+    Arc::new(Store {
+        backend: Backend::Kube(KubeBackend::new(client)),
+        users,
+        groups,
+    })
 }
 
 impl Directory for Store {
     fn users(&self, tenant: &str) -> Vec<ScimUser> {
         let read = self.users.read();
-        read.tenant(tenant).map(|t| t.iter().map(|u| u.as_ref().clone()).collect()).unwrap_or_default()
+        read.tenant(tenant)
+            .map(|t| t.iter().map(|u| u.as_ref().clone()).collect())
+            .unwrap_or_default()
     }
 
     fn groups(&self, tenant: &str) -> Vec<ScimGroup> {
         let read = self.groups.read();
-        read.tenant(tenant).map(|t| t.iter().map(|g| g.as_ref().clone()).collect()).unwrap_or_default()
+        read.tenant(tenant)
+            .map(|t| t.iter().map(|g| g.as_ref().clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -60,7 +72,11 @@ pub fn app_state(
     public_url: Option<String>,
     settings: ServiceSettings,
 ) -> Arc<AppState> {
-    Arc::new(AppState { service: ScimService { store, settings }, auth, public_url })
+    Arc::new(AppState {
+        service: ScimService { store, settings },
+        auth,
+        public_url,
+    })
 }
 
 /// Serves the SCIM API until `shutdown` resolves, then drains in-flight requests.
@@ -72,7 +88,9 @@ pub async fn serve(
     let listener = TcpListener::bind(listen).await?;
     info!(address = %listener.local_addr()?, "scim server listening");
     let app = router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// One receiver that ticks whenever users or groups change.

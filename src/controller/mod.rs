@@ -43,3 +43,46 @@ pub trait Directory: Send + Sync {
     /// Every group of `tenant`.
     fn groups(&self, tenant: &str) -> Vec<ScimGroup>;
 }
+
+/// Logs each subject that gains or loses a binding, as the audit trail of access changes.
+pub(crate) fn log_access_changes(
+    policy: &str,
+    binding: &str,
+    namespace: Option<&str>,
+    before: &[k8s_openapi::api::rbac::v1::Subject],
+    after: &[k8s_openapi::api::rbac::v1::Subject],
+) {
+    let namespace = namespace.unwrap_or_default();
+    for subject in after.iter().filter(|s| !before.contains(s)) {
+        tracing::info!(
+            policy,
+            binding,
+            namespace,
+            kind = %subject.kind,
+            subject = %subject.name,
+            "access granted"
+        );
+    }
+    for subject in before.iter().filter(|s| !after.contains(s)) {
+        tracing::info!(
+            policy,
+            binding,
+            namespace,
+            kind = %subject.kind,
+            subject = %subject.name,
+            "access revoked"
+        );
+    }
+}
+
+/// The message of `error` followed by those of its sources, for one-line logs and statuses.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -17,10 +17,18 @@ use serde::{Deserialize, Serialize};
     status = "ScimGroupStatus",
     shortname = "sg",
     category = "scim",
-    printcolumn(name = "DisplayName", type_ = "string", json_path = ".spec.displayName"),
+    printcolumn(
+        name = "DisplayName",
+        type_ = "string",
+        json_path = ".spec.displayName"
+    ),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.memberCount"),
     printcolumn(name = "Id", type_ = "string", json_path = ".spec.id", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScimGroupSpec {

@@ -19,13 +19,21 @@ use serde::{Deserialize, Serialize};
     category = "scim",
     printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenant"),
     printcolumn(name = "Groups", type_ = "integer", json_path = ".status.groupCount"),
-    printcolumn(name = "Subjects", type_ = "integer", json_path = ".status.subjectCount"),
+    printcolumn(
+        name = "Subjects",
+        type_ = "integer",
+        json_path = ".status.subjectCount"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicySpec {

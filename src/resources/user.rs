@@ -21,7 +21,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Active", type_ = "boolean", json_path = ".spec.active"),
     printcolumn(name = "Groups", type_ = "integer", json_path = ".status.groupCount"),
     printcolumn(name = "Id", type_ = "string", json_path = ".spec.id", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScimUserSpec {

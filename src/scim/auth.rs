@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn a_token_maps_to_its_tenant_and_others_are_refused() {
         let auth = Authenticator::single("secret", "tenant-a");
-        assert_eq!(auth.authenticate("secret").map(|e| e.tenant), Some("tenant-a".to_string()));
+        assert_eq!(
+            auth.authenticate("secret").map(|e| e.tenant),
+            Some("tenant-a".to_string())
+        );
         assert!(auth.authenticate("secret ").is_none());
         assert!(auth.authenticate("").is_none());
     }

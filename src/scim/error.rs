@@ -51,7 +51,11 @@ pub struct ScimError {
 impl ScimError {
     /// A 400 with the given `scimType`.
     pub fn bad_request(scim_type: ScimType, detail: impl Into<String>) -> Self {
-        Self { status: 400, scim_type: Some(scim_type), detail: detail.into() }
+        Self {
+            status: 400,
+            scim_type: Some(scim_type),
+            detail: detail.into(),
+        }
     }
 
     /// A 400 `invalidValue`.
@@ -86,12 +90,20 @@ impl ScimError {
 
     /// A 409 `uniqueness`.
     pub fn uniqueness(detail: impl Into<String>) -> Self {
-        Self { status: 409, scim_type: Some(ScimType::Uniqueness), detail: detail.into() }
+        Self {
+            status: 409,
+            scim_type: Some(ScimType::Uniqueness),
+            detail: detail.into(),
+        }
     }
 
     /// An error with a status and no `scimType`.
     pub fn status(status: u16, detail: impl Into<String>) -> Self {
-        Self { status, scim_type: None, detail: detail.into() }
+        Self {
+            status,
+            scim_type: None,
+            detail: detail.into(),
+        }
     }
 
     /// A 404 for a resource id.

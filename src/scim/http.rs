@@ -43,7 +43,10 @@ impl IntoResponse for ScimError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, self.to_json().to_string()).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_MEDIA_TYPE));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(SCIM_MEDIA_TYPE),
+        );
         response
     }
 }
@@ -51,7 +54,10 @@ impl IntoResponse for ScimError {
 fn scim_json(status: StatusCode, body: &Value, etag: Option<&str>) -> Response {
     let mut response = (status, body.to_string()).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_MEDIA_TYPE));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(SCIM_MEDIA_TYPE),
+    );
     if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(t).ok()) {
         headers.insert(header::ETAG, tag);
     }
@@ -73,7 +79,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/Users/.search", post(search::<ScimUser>))
         .route(
             "/Users/{id}",
-            get(get_one::<ScimUser>).put(replace::<ScimUser>).patch(patch::<ScimUser>).delete(delete_user),
+            get(get_one::<ScimUser>)
+                .put(replace::<ScimUser>)
+                .patch(patch::<ScimUser>)
+                .delete(delete_user),
         )
         .route("/Groups", get(list::<ScimGroup>).post(create::<ScimGroup>))
         .route("/Groups/.search", post(search::<ScimGroup>))
@@ -109,7 +118,10 @@ async fn method_not_allowed() -> ScimError {
 }
 
 async fn me() -> ScimError {
-    ScimError::status(501, "/Me is not supported: a provisioning token has no user identity")
+    ScimError::status(
+        501,
+        "/Me is not supported: a provisioning token has no user identity",
+    )
 }
 
 async fn bulk() -> ScimError {
@@ -117,7 +129,11 @@ async fn bulk() -> ScimError {
 }
 
 /// Checks the bearer token and records the tenant for the handlers.
-async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -126,8 +142,11 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_string());
     let Some(entry) = token.and_then(|t| state.auth.authenticate(&t)) else {
-        let mut response = ScimError::status(401, "a valid bearer token is required").into_response();
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let mut response =
+            ScimError::status(401, "a valid bearer token is required").into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     };
     let base = base_url(&state, request.headers());
@@ -152,16 +171,27 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.public_url {
         return url.trim_end_matches('/').to_string();
     }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let proto = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
     format!("{proto}://{host}/scim/v2")
 }
 
 /// Parses a JSON request body; bodies are read with a size limit and must be UTF-8 JSON.
 async fn read_json(body: Body) -> Result<Value, ScimError> {
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ScimError::status(413, format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
-    })?;
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ScimError::status(
+                413,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ScimError::invalid_syntax("the request body is not valid UTF-8"))?;
     serde_json::from_str(text)
@@ -174,7 +204,11 @@ struct Params(Vec<(String, String)>);
 impl Params {
     fn parse(query: Option<&str>) -> Result<Self, ScimError> {
         let mut pairs = Vec::new();
-        for part in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        for part in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
             let decode = |s: &str| {
                 percent_decode_str(&s.replace('+', " "))
@@ -188,7 +222,10 @@ impl Params {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     fn int(&self, name: &str) -> Result<Option<i64>, ScimError> {
@@ -212,7 +249,10 @@ where
             None => Ok(Vec::new()),
         }
     };
-    Ok(Projection { attributes: parse("attributes")?, excluded: parse("excludedAttributes")? })
+    Ok(Projection {
+        attributes: parse("attributes")?,
+        excluded: parse("excludedAttributes")?,
+    })
 }
 
 fn list_query<K: ServiceKind>(params: &Params) -> Result<ListQuery, ScimError>
@@ -222,7 +262,10 @@ where
     let p = projection::<K>(params)?;
     Ok(ListQuery {
         filter: params.get("filter").map(str::to_string),
-        sort_by: params.get("sortBy").filter(|s| !s.is_empty()).map(str::to_string),
+        sort_by: params
+            .get("sortBy")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
         sort_descending: sort_descending(params.get("sortOrder"))?,
         start_index: params.int("startIndex")?,
         count: params.int("count")?,
@@ -263,7 +306,11 @@ where
     let params = Params::parse(request.uri().query())?;
     let query = list_query::<K>(&params)?;
     debug!(tenant = tenant.name(), kind = K::RESOURCE_TYPE, filter = ?query.filter, "list");
-    Ok(list_response(state.service.list::<K>(tenant.name(), &query, &tenant.base)?))
+    Ok(list_response(state.service.list::<K>(
+        tenant.name(),
+        &query,
+        &tenant.base,
+    )?))
 }
 
 fn search_query<K: ServiceKind>(body: &Value) -> Result<ListQuery, ScimError>
@@ -271,13 +318,21 @@ where
     Store: IndexOf<K>,
 {
     let Some(map) = body.as_object() else {
-        return Err(ScimError::invalid_syntax("a search request must be a JSON object"));
+        return Err(ScimError::invalid_syntax(
+            "a search request must be a JSON object",
+        ));
     };
-    let field = |name: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+    let field = |name: &str| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
     if let Some(schemas) = field("schemas").and_then(Value::as_array)
         && !schemas.iter().any(|s| s.as_str() == Some(SEARCH_REQUEST))
     {
-        return Err(ScimError::invalid_value(format!("a search request must use the schema {SEARCH_REQUEST}")));
+        return Err(ScimError::invalid_value(format!(
+            "a search request must use the schema {SEARCH_REQUEST}"
+        )));
     }
     let text = |name: &str| -> Result<Option<String>, ScimError> {
         match field(name) {
@@ -289,7 +344,10 @@ where
     let int = |name: &str| -> Result<Option<i64>, ScimError> {
         match field(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer"))),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer"))),
         }
     };
     let attrs = |name: &str| -> Result<Vec<_>, ScimError> {
@@ -300,7 +358,9 @@ where
                 parse_attribute_list(&joined.join(","), K::schema())
             }
             Some(Value::String(s)) => parse_attribute_list(s, K::schema()),
-            Some(_) => Err(ScimError::invalid_value(format!("{name} must be a list of names"))),
+            Some(_) => Err(ScimError::invalid_value(format!(
+                "{name} must be a list of names"
+            ))),
         }
     };
     Ok(ListQuery {
@@ -324,7 +384,11 @@ where
 {
     let body = read_json(request.into_body()).await?;
     let query = search_query::<K>(&body)?;
-    Ok(list_response(state.service.list::<K>(tenant.name(), &query, &tenant.base)?))
+    Ok(list_response(state.service.list::<K>(
+        tenant.name(),
+        &query,
+        &tenant.base,
+    )?))
 }
 
 /// `POST /.search` over both resource types: users first, then groups.
@@ -339,13 +403,28 @@ async fn search_root(
     let count = query.count;
     query.start_index = Some(1);
     query.count = Some(i64::MAX);
-    let users = state.service.list::<ScimUser>(tenant.name(), &query, &tenant.base)?;
-    let groups = state.service.list::<ScimGroup>(tenant.name(), &query, &tenant.base)?;
+    let users = state
+        .service
+        .list::<ScimUser>(tenant.name(), &query, &tenant.base)?;
+    let groups = state
+        .service
+        .list::<ScimGroup>(tenant.name(), &query, &tenant.base)?;
     let total = users.total + groups.total;
-    let limit = count.map(|c| c.max(0) as usize).unwrap_or(state.service.settings.max_page_size);
-    let resources: Vec<Value> =
-        users.resources.into_iter().chain(groups.resources).skip(start - 1).take(limit).collect();
-    Ok(list_response(super::service::ListPage { total, start_index: start, resources }))
+    let limit = count
+        .map(|c| c.max(0) as usize)
+        .unwrap_or(state.service.settings.max_page_size);
+    let resources: Vec<Value> = users
+        .resources
+        .into_iter()
+        .chain(groups.resources)
+        .skip(start - 1)
+        .take(limit)
+        .collect();
+    Ok(list_response(super::service::ListPage {
+        total,
+        start_index: start,
+        resources,
+    }))
 }
 
 async fn get_one<K: ServiceKind>(
@@ -359,8 +438,13 @@ where
 {
     let params = Params::parse(request.uri().query())?;
     let p = projection::<K>(&params)?;
-    let answer = state.service.get::<K>(tenant.name(), &id, &tenant.base, &p)?;
-    if let Some(tag) = request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
+    let answer = state
+        .service
+        .get::<K>(tenant.name(), &id, &tenant.base, &p)?;
+    if let Some(tag) = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
         && etag_matches(tag, &answer.version)
     {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
@@ -369,7 +453,11 @@ where
         }
         return Ok(response);
     }
-    Ok(scim_json(StatusCode::OK, &answer.body, Some(&answer.version)))
+    Ok(scim_json(
+        StatusCode::OK,
+        &answer.body,
+        Some(&answer.version),
+    ))
 }
 
 async fn create<K: ServiceKind>(
@@ -383,12 +471,22 @@ where
     let params = Params::parse(request.uri().query())?;
     let p = projection::<K>(&params)?;
     let body = read_json(request.into_body()).await?;
-    let answer = state.service.create::<K>(tenant.name(), &body, &tenant.base, &p).await?;
-    Ok(scim_json(StatusCode::CREATED, &answer.body, Some(&answer.version)))
+    let answer = state
+        .service
+        .create::<K>(tenant.name(), &body, &tenant.base, &p)
+        .await?;
+    Ok(scim_json(
+        StatusCode::CREATED,
+        &answer.body,
+        Some(&answer.version),
+    ))
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 async fn replace<K: ServiceKind>(
@@ -406,9 +504,20 @@ where
     let body = read_json(request.into_body()).await?;
     let answer = state
         .service
-        .replace::<K>(tenant.name(), &id, &body, precondition.as_deref(), &tenant.base, &p)
+        .replace::<K>(
+            tenant.name(),
+            &id,
+            &body,
+            precondition.as_deref(),
+            &tenant.base,
+            &p,
+        )
         .await?;
-    Ok(scim_json(StatusCode::OK, &answer.body, Some(&answer.version)))
+    Ok(scim_json(
+        StatusCode::OK,
+        &answer.body,
+        Some(&answer.version),
+    ))
 }
 
 async fn patch<K: ServiceKind>(
@@ -426,9 +535,20 @@ where
     let body = read_json(request.into_body()).await?;
     let answer = state
         .service
-        .patch::<K>(tenant.name(), &id, &body, precondition.as_deref(), &tenant.base, &p)
+        .patch::<K>(
+            tenant.name(),
+            &id,
+            &body,
+            precondition.as_deref(),
+            &tenant.base,
+            &p,
+        )
         .await?;
-    Ok(scim_json(StatusCode::OK, &answer.body, Some(&answer.version)))
+    Ok(scim_json(
+        StatusCode::OK,
+        &answer.body,
+        Some(&answer.version),
+    ))
 }
 
 async fn delete_user(
@@ -438,7 +558,10 @@ async fn delete_user(
     headers: HeaderMap,
 ) -> Result<StatusCode, ScimError> {
     let precondition = if_match(&headers);
-    state.service.delete_user(tenant.name(), &id, precondition.as_deref(), &tenant.base).await?;
+    state
+        .service
+        .delete_user(tenant.name(), &id, precondition.as_deref(), &tenant.base)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -449,7 +572,10 @@ async fn delete_group(
     headers: HeaderMap,
 ) -> Result<StatusCode, ScimError> {
     let precondition = if_match(&headers);
-    state.service.delete::<ScimGroup>(tenant.name(), &id, precondition.as_deref()).await?;
+    state
+        .service
+        .delete::<ScimGroup>(tenant.name(), &id, precondition.as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -481,7 +607,10 @@ async fn service_provider_config(
 }
 
 fn all_resource_types(base: &str) -> Vec<Value> {
-    vec![resource_type_to_json(&USER, base), resource_type_to_json(&GROUP, base)]
+    vec![
+        resource_type_to_json(&USER, base),
+        resource_type_to_json(&GROUP, base),
+    ]
 }
 
 fn all_schemas(base: &str) -> Vec<Value> {
@@ -511,7 +640,11 @@ async fn resource_type(
 ) -> Result<Response, ScimError> {
     all_resource_types(&tenant.base)
         .into_iter()
-        .find(|rt| rt["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(&name)))
+        .find(|rt| {
+            rt["id"]
+                .as_str()
+                .is_some_and(|id| id.eq_ignore_ascii_case(&name))
+        })
         .map(|rt| scim_json(StatusCode::OK, &rt, None))
         .ok_or_else(|| ScimError::not_found(format!("resource type {name:?} not found")))
 }
@@ -526,7 +659,11 @@ async fn schema_by_id(
 ) -> Result<Response, ScimError> {
     all_schemas(&tenant.base)
         .into_iter()
-        .find(|s| s["id"].as_str().is_some_and(|sid| sid.eq_ignore_ascii_case(&id)))
+        .find(|s| {
+            s["id"]
+                .as_str()
+                .is_some_and(|sid| sid.eq_ignore_ascii_case(&id))
+        })
         .map(|s| scim_json(StatusCode::OK, &s, None))
         .ok_or_else(|| ScimError::not_found(format!("schema {id:?} not found")))
 }

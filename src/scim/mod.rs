@@ -3,8 +3,8 @@
 pub mod auth;
 pub mod error;
 pub mod filter;
-// pub mod http;
+pub mod http;
 pub mod normalize;
 pub mod patch;
 pub mod schema;
-// pub mod service;
+pub mod service;

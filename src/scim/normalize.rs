@@ -260,10 +260,12 @@ pub(crate) fn object_entry<'a>(
 /// (null, an empty list, an object with no known sub-attributes).
 ///
 /// A single value where a list is expected becomes a one-element list; booleans, integers
-/// and decimals may arrive as strings; sub-attribute names are matched without regard to
-/// case and unknown ones dropped. Equal elements of a list are kept once (members are
-/// equal when their `value` is). `label` names the attribute in errors; the value itself
-/// is never quoted, so a secret cannot leak into a response.
+/// and decimals may arrive as strings; a bare string where a single-valued complex
+/// attribute with a `value` is expected (a manager's id) is that `value`; sub-attribute
+/// names are matched without regard to case and unknown ones dropped. Equal elements of
+/// a list are kept once (members are equal when their `value` is). `label` names the
+/// attribute in errors; the value itself is never quoted, so a secret cannot leak into a
+/// response.
 pub(crate) fn coerce_value(
     attr: &'static AttributeDef,
     value: &Value,
@@ -297,6 +299,13 @@ pub(crate) fn coerce_single(
     let coerced = match (attr.kind, value) {
         (_, Value::Null) => None,
         (AttrType::Complex, Value::Object(fields)) => return coerce_complex(attr, fields, label),
+        // Entra sends a manager as its bare id.
+        (AttrType::Complex, Value::String(id))
+            if !attr.multi_valued && attr.find_sub("value").is_some() =>
+        {
+            let fields = Map::from_iter([("value".to_owned(), Value::String(id.clone()))]);
+            return coerce_complex(attr, &fields, label);
+        }
         (AttrType::Boolean, Value::Bool(_)) => Some(value.clone()),
         (AttrType::Boolean, Value::String(s)) => parse_bool(s).map(Value::Bool),
         (AttrType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Some(value.clone()),
@@ -324,14 +333,33 @@ pub(crate) fn coerce_single(
     }
 }
 
-/// Coerces a complex value: canonical sub-attribute names, coerced sub-values, unknown,
-/// read-only and null sub-attributes dropped. A member must name a `value`; a member
-/// `type` other than the canonical ones is dropped.
+/// Coerces a complex value with [`coerce_fields`]; a member must name a `value`.
 fn coerce_complex(
     attr: &'static AttributeDef,
     fields: &Map<String, Value>,
     label: &str,
 ) -> Result<Option<Value>, ScimError> {
+    let out = coerce_fields(attr, fields, label)?;
+    let has_id = out
+        .get("value")
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.is_empty());
+    if is_members(attr) && !has_id {
+        return Err(ScimError::invalid_value(format!(
+            "each element of `{label}` must have a string `value`"
+        )));
+    }
+    Ok((!out.is_empty()).then_some(Value::Object(out)))
+}
+
+/// The sub-attributes of a complex value under canonical names, with coerced values;
+/// unknown, read-only and null sub-attributes are dropped, and so is a member `type`
+/// other than the canonical ones.
+pub(crate) fn coerce_fields(
+    attr: &'static AttributeDef,
+    fields: &Map<String, Value>,
+    label: &str,
+) -> Result<Map<String, Value>, ScimError> {
     let mut out = Map::new();
     for (key, value) in fields {
         let Some(sub) = attr.find_sub(key) else {
@@ -353,17 +381,7 @@ fn coerce_complex(
         }
         out.insert(sub.name.to_owned(), v);
     }
-    if is_members(attr)
-        && !out
-            .get("value")
-            .and_then(Value::as_str)
-            .is_some_and(|v| !v.is_empty())
-    {
-        return Err(ScimError::invalid_value(format!(
-            "each element of `{label}` must have a string `value`"
-        )));
-    }
-    Ok((!out.is_empty()).then_some(Value::Object(out)))
+    Ok(out)
 }
 
 /// `true` or `false` in any case, as Entra sends booleans.
@@ -758,6 +776,19 @@ mod tests {
                 "userName": "q@example.com",
                 "name": {"givenName": "Q", "familyName": "Ux"},
                 ENTERPRISE: {"employeeNumber": "42", "manager": {"value": "m1"}},
+            })
+        );
+    }
+
+    #[test]
+    fn a_manager_sent_as_a_bare_id_becomes_its_value() {
+        let body = json!({"userName": "m@example.com", ENTERPRISE: {"manager": "boss-1"}});
+        assert_eq!(
+            normalize_input(&body, &USER).expect("valid"),
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+                "userName": "m@example.com",
+                ENTERPRISE: {"manager": {"value": "boss-1"}},
             })
         );
     }

@@ -189,7 +189,7 @@ pub(crate) fn is_attr_name(name: &str) -> bool {
 }
 
 /// Whether `c` may appear in a schema URN inside an attribute path.
-pub(crate) fn is_urn_char(c: char) -> bool {
+fn is_urn_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '-' | '_' | '+' | '%')
 }
 

@@ -29,7 +29,9 @@ pub struct ServiceSettings {
 
 impl Default for ServiceSettings {
     fn default() -> Self {
-        Self { max_page_size: 1000 }
+        Self {
+            max_page_size: 1000,
+        }
     }
 }
 
@@ -71,7 +73,8 @@ impl Projection {
     /// Whether the member list may be left out.
     fn skips_members(&self) -> bool {
         let named = |p: &AttrPath| p.schema.is_none() && p.attr.eq_ignore_ascii_case("members");
-        self.excluded.iter().any(named) || (!self.attributes.is_empty() && !self.attributes.iter().any(named))
+        self.excluded.iter().any(named)
+            || (!self.attributes.is_empty() && !self.attributes.iter().any(named))
     }
 }
 
@@ -81,7 +84,14 @@ where
     Store: IndexOf<Self>,
 {
     /// Adds what the representation derives from other resources.
-    fn decorate(&self, body: &mut Value, store: &Store, tenant: &str, base_url: &str, members: bool);
+    fn decorate(
+        &self,
+        body: &mut Value,
+        store: &Store,
+        tenant: &str,
+        base_url: &str,
+        members: bool,
+    );
     /// Checks a spec against the rest of the tenant before it is written.
     fn validate(spec: &Self::Spec, store: &Store, tenant: &str) -> Result<(), ScimError>;
 }
@@ -127,7 +137,11 @@ impl ServiceKind for ScimGroup {
                 let Some(m) = member.as_object_mut() else {
                     continue;
                 };
-                let id = m.get("value").and_then(Value::as_str).unwrap_or_default().to_string();
+                let id = m
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 m.entry("type").or_insert_with(|| json!("User"));
                 m.insert("$ref".into(), json!(format!("{base_url}/Users/{id}")));
             }
@@ -141,7 +155,9 @@ impl ServiceKind for ScimGroup {
             if let Some(kind) = &member.kind
                 && !kind.eq_ignore_ascii_case("User")
             {
-                let nested = groups.tenant(tenant).and_then(|t| t.get_by_id(&member.value));
+                let nested = groups
+                    .tenant(tenant)
+                    .and_then(|t| t.get_by_id(&member.value));
                 if nested.is_some() {
                     return Err(ScimError::invalid_value(format!(
                         "member {} is a group; nested groups are not supported",
@@ -149,7 +165,11 @@ impl ServiceKind for ScimGroup {
                     )));
                 }
             }
-            if users.tenant(tenant).and_then(|t| t.get_by_id(&member.value)).is_none() {
+            if users
+                .tenant(tenant)
+                .and_then(|t| t.get_by_id(&member.value))
+                .is_none()
+            {
                 return Err(ScimError::invalid_value(format!(
                     "member {} names no user of this connection; members must be ids that \
                      this server assigned",
@@ -193,7 +213,13 @@ impl ScimService {
         self.represent_with(obj, tenant, base_url, true)
     }
 
-    fn represent_with<K: ServiceKind>(&self, obj: &K, tenant: &str, base: &str, members: bool) -> Value
+    fn represent_with<K: ServiceKind>(
+        &self,
+        obj: &K,
+        tenant: &str,
+        base: &str,
+        members: bool,
+    ) -> Value
     where
         Store: IndexOf<K>,
     {
@@ -223,7 +249,10 @@ impl ScimService {
         Store: IndexOf<K>,
     {
         let body = self.represent_with(obj, tenant, base, !p.skips_members());
-        Answer { body: project(&body, K::schema(), &p.attributes, &p.excluded), version: version_of(obj) }
+        Answer {
+            body: project(&body, K::schema(), &p.attributes, &p.excluded),
+            version: version_of(obj),
+        }
     }
 
     /// The object with a SCIM id, from the index.
@@ -239,7 +268,13 @@ impl ScimService {
     }
 
     /// GET by id.
-    pub fn get<K: ServiceKind>(&self, tenant: &str, id: &str, base: &str, p: &Projection) -> Result<Answer, ScimError>
+    pub fn get<K: ServiceKind>(
+        &self,
+        tenant: &str,
+        id: &str,
+        base: &str,
+        p: &Projection,
+    ) -> Result<Answer, ScimError>
     where
         Store: IndexOf<K>,
     {
@@ -248,7 +283,13 @@ impl ScimService {
     }
 
     /// POST.
-    pub async fn create<K: ServiceKind>(&self, tenant: &str, body: &Value, base: &str, p: &Projection) -> Result<Answer, ScimError>
+    pub async fn create<K: ServiceKind>(
+        &self,
+        tenant: &str,
+        body: &Value,
+        base: &str,
+        p: &Projection,
+    ) -> Result<Answer, ScimError>
     where
         Store: IndexOf<K>,
     {
@@ -260,7 +301,9 @@ impl ScimService {
         let stamp = now();
         let obj: K = new_object(tenant, spec, &id, &stamp, &stamp);
         let created = self.store.create(&obj).await.map_err(|e| match e {
-            StoreError::AlreadyExists => self.uniqueness_error::<K>(K::spec_unique_value(obj.spec())),
+            StoreError::AlreadyExists => {
+                self.uniqueness_error::<K>(K::spec_unique_value(obj.spec()))
+            }
             other => store_error(other),
         })?;
         info!(kind = K::RESOURCE_TYPE, id = %id, tenant, "resource created");
@@ -275,19 +318,34 @@ impl ScimService {
         ))
     }
 
-    fn check_unique<K: ServiceKind>(&self, tenant: &str, value: &str, except_id: Option<&str>) -> Result<(), ScimError>
+    fn check_unique<K: ServiceKind>(
+        &self,
+        tenant: &str,
+        value: &str,
+        except_id: Option<&str>,
+    ) -> Result<(), ScimError>
     where
         Store: IndexOf<K>,
     {
         let read = self.store.index().read();
         match read.tenant(tenant).and_then(|t| t.get_by_unique(value)) {
-            Some(other) if Some(other.scim_id()) != except_id => Err(self.uniqueness_error::<K>(value)),
+            Some(other) if Some(other.scim_id()) != except_id => {
+                Err(self.uniqueness_error::<K>(value))
+            }
             _ => Ok(()),
         }
     }
 
     /// PUT: a full replace that keeps what the server owns.
-    pub async fn replace<K: ServiceKind>(&self, tenant: &str, id: &str, body: &Value, if_match: Option<&str>, base: &str, p: &Projection) -> Result<Answer, ScimError>
+    pub async fn replace<K: ServiceKind>(
+        &self,
+        tenant: &str,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+        base: &str,
+        p: &Projection,
+    ) -> Result<Answer, ScimError>
     where
         Store: IndexOf<K>,
     {
@@ -295,13 +353,24 @@ impl ScimService {
         if let Some(sent) = body.get("id").and_then(Value::as_str)
             && sent != id
         {
-            return Err(ScimError::mutability(format!("id {sent:?} differs from the resource's id {id:?}")));
+            return Err(ScimError::mutability(format!(
+                "id {sent:?} differs from the resource's id {id:?}"
+            )));
         }
-        self.modify::<K>(tenant, id, if_match, base, p, |_| Ok(attrs.clone())).await
+        self.modify::<K>(tenant, id, if_match, base, p, |_| Ok(attrs.clone()))
+            .await
     }
 
     /// PATCH.
-    pub async fn patch<K: ServiceKind>(&self, tenant: &str, id: &str, body: &Value, if_match: Option<&str>, base: &str, p: &Projection) -> Result<Answer, ScimError>
+    pub async fn patch<K: ServiceKind>(
+        &self,
+        tenant: &str,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+        base: &str,
+        p: &Projection,
+    ) -> Result<Answer, ScimError>
     where
         Store: IndexOf<K>,
     {
@@ -334,7 +403,10 @@ impl ScimService {
             if let Some(expected) = if_match
                 && !etag_matches(expected, &version_of(&current))
             {
-                return Err(ScimError::status(412, "the resource's version does not match If-Match"));
+                return Err(ScimError::status(
+                    412,
+                    "the resource's version does not match If-Match",
+                ));
             }
             let representation = self.represent(&current, tenant, base);
             let changed = change(&representation)?;
@@ -348,31 +420,51 @@ impl ScimService {
                 self.rename(&current, spec, tenant, &stamp).await
             } else {
                 let mut next = K::from_parts(current.meta().clone(), spec);
-                next.annotations_mut().insert(LAST_MODIFIED_ANNOTATION.to_string(), stamp);
+                next.annotations_mut()
+                    .insert(LAST_MODIFIED_ANNOTATION.to_string(), stamp);
                 self.store.replace(&next).await
             };
             match result {
                 Ok(written) => return Ok(self.answer(&written, tenant, base, p)),
                 Err(StoreError::Conflict) if if_match.is_none() => {
                     let name = current.name_any();
-                    current = match self.store.get_live::<K>(tenant, &name).await.map_err(store_error)? {
+                    current = match self
+                        .store
+                        .get_live::<K>(tenant, &name)
+                        .await
+                        .map_err(store_error)?
+                    {
                         Some(live) if live.scim_id() == id => live,
                         _ => self.find::<K>(tenant, id)?.as_ref().clone(),
                     };
                 }
                 Err(StoreError::Conflict) => {
-                    return Err(ScimError::status(412, "the resource's version does not match If-Match"));
+                    return Err(ScimError::status(
+                        412,
+                        "the resource's version does not match If-Match",
+                    ));
                 }
-                Err(StoreError::AlreadyExists) => return Err(self.uniqueness_error::<K>(&new_unique)),
+                Err(StoreError::AlreadyExists) => {
+                    return Err(self.uniqueness_error::<K>(&new_unique));
+                }
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(503, "the resource is changing too often; retry later"))
+        Err(ScimError::status(
+            503,
+            "the resource is changing too often; retry later",
+        ))
     }
 
     /// Moves an object to the name of its new unique value: create the new object (which
     /// the API server refuses if the name is taken), then delete the old one.
-    async fn rename<K: ServiceKind>(&self, current: &K, spec: K::Spec, tenant: &str, stamp: &str) -> Result<K, StoreError>
+    async fn rename<K: ServiceKind>(
+        &self,
+        current: &K,
+        spec: K::Spec,
+        tenant: &str,
+        stamp: &str,
+    ) -> Result<K, StoreError>
     where
         Store: IndexOf<K>,
     {
@@ -385,7 +477,12 @@ impl ScimService {
     }
 
     /// DELETE.
-    pub async fn delete<K: ServiceKind>(&self, tenant: &str, id: &str, if_match: Option<&str>) -> Result<(), ScimError>
+    pub async fn delete<K: ServiceKind>(
+        &self,
+        tenant: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), ScimError>
     where
         Store: IndexOf<K>,
     {
@@ -393,25 +490,45 @@ impl ScimService {
         if let Some(expected) = if_match
             && !etag_matches(expected, &version_of(current.as_ref()))
         {
-            return Err(ScimError::status(412, "the resource's version does not match If-Match"));
+            return Err(ScimError::status(
+                412,
+                "the resource's version does not match If-Match",
+            ));
         }
-        self.store.delete(current.as_ref()).await.map_err(store_error)?;
+        self.store
+            .delete(current.as_ref())
+            .await
+            .map_err(store_error)?;
         info!(kind = K::RESOURCE_TYPE, id, tenant, "resource deleted");
         Ok(())
     }
 
     /// DELETE of a user: the user also leaves every group.
-    pub async fn delete_user(&self, tenant: &str, id: &str, if_match: Option<&str>, base: &str) -> Result<(), ScimError> {
+    pub async fn delete_user(
+        &self,
+        tenant: &str,
+        id: &str,
+        if_match: Option<&str>,
+        base: &str,
+    ) -> Result<(), ScimError> {
         self.delete::<ScimUser>(tenant, id, if_match).await?;
         let groups: Vec<String> = {
             let read = self.store.groups.read();
             read.tenant(tenant)
-                .map(|t| t.find_by_member(id).iter().map(|g| g.scim_id().to_string()).collect())
+                .map(|t| {
+                    t.find_by_member(id)
+                        .iter()
+                        .map(|g| g.scim_id().to_string())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         for gid in groups {
             let removal = json!({"Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]});
-            if let Err(e) = self.patch::<ScimGroup>(tenant, &gid, &removal, None, base, &Projection::default()).await {
+            if let Err(e) = self
+                .patch::<ScimGroup>(tenant, &gid, &removal, None, base, &Projection::default())
+                .await
+            {
                 warn!(user = id, group = %gid, error = %e, "failed to remove a deleted user from a group");
             }
         }
@@ -419,18 +536,36 @@ impl ScimService {
     }
 
     /// GET list and POST .search.
-    pub fn list<K: ServiceKind>(&self, tenant: &str, query: &ListQuery, base: &str) -> Result<ListPage, ScimError>
+    pub fn list<K: ServiceKind>(
+        &self,
+        tenant: &str,
+        query: &ListQuery,
+        base: &str,
+    ) -> Result<ListPage, ScimError>
     where
         Store: IndexOf<K>,
     {
         let schema = K::schema();
         let filter = query.filter.as_deref().map(filter::parse).transpose()?;
-        let projection = Projection { attributes: query.attributes.clone(), excluded: query.excluded_attributes.clone() };
+        if let Some(f) = &filter {
+            f.validate(schema)?;
+        }
+        let projection = Projection {
+            attributes: query.attributes.clone(),
+            excluded: query.excluded_attributes.clone(),
+        };
         let read = self.store.index().read();
         let Some(index) = read.tenant(tenant) else {
-            return Ok(ListPage { total: 0, start_index: start_of(query), resources: vec![] });
+            return Ok(ListPage {
+                total: 0,
+                start_index: start_of(query),
+                resources: vec![],
+            });
         };
-        let candidates: Vec<&Arc<K>> = match filter.as_ref().and_then(|f| indexed_candidates::<K>(f, index)) {
+        let candidates: Vec<&Arc<K>> = match filter
+            .as_ref()
+            .and_then(|f| indexed_candidates::<K>(f, index))
+        {
             Some(found) => found,
             None => index.iter().collect(),
         };
@@ -447,12 +582,15 @@ impl ScimService {
             }
         }
         if let Some(sort_by) = &query.sort_by {
-            let path = AttrPath::parse(sort_by)
-                .ok_or_else(|| ScimError::invalid_value(format!("sortBy {sort_by:?} is not an attribute")))?;
+            let path = AttrPath::parse(sort_by).ok_or_else(|| {
+                ScimError::invalid_value(format!("sortBy {sort_by:?} is not an attribute"))
+            })?;
             let mut keyed: Vec<(Option<Value>, (&Arc<K>, Option<Value>))> = matched
                 .into_iter()
                 .map(|(obj, body)| {
-                    let body_ref = body.clone().unwrap_or_else(|| self.represent_with(obj.as_ref(), tenant, base, false));
+                    let body_ref = body
+                        .clone()
+                        .unwrap_or_else(|| self.represent_with(obj.as_ref(), tenant, base, false));
                     (sort_key(&body_ref, &path, schema), (obj, body))
                 })
                 .collect();
@@ -472,7 +610,11 @@ impl ScimService {
             .take(count)
             .map(|(obj, _)| self.answer(obj.as_ref(), tenant, base, &projection).body)
             .collect();
-        Ok(ListPage { total, start_index: start, resources })
+        Ok(ListPage {
+            total,
+            start_index: start,
+            resources,
+        })
     }
 }
 
@@ -508,19 +650,33 @@ fn indexed_candidates<'a, K: ScimKind>(
 }
 
 fn sort_key(body: &Value, path: &AttrPath, schema: &ResourceSchema) -> Option<Value> {
-    let case_exact = schema.resolve(path).map(|r| r.target().case_exact).unwrap_or(true);
+    let case_exact = schema
+        .resolve(path)
+        .map(|r| r.target().case_exact)
+        .unwrap_or(true);
     let lookup = |v: &Value, key: &str| -> Option<Value> {
-        v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.clone())
+        v.as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
     };
     let mut value = match &path.schema {
-        Some(urn) if body.get(urn.as_str()).is_some() => lookup(body.get(urn.as_str())?, &path.attr)?,
+        Some(urn) if body.get(urn.as_str()).is_some() => {
+            lookup(body.get(urn.as_str())?, &path.attr)?
+        }
         _ => lookup(body, &path.attr)?,
     };
     if let Value::Array(items) = &value {
-        let primary = items.iter().find(|i| i.get("primary") == Some(&json!(true)));
+        let primary = items
+            .iter()
+            .find(|i| i.get("primary") == Some(&json!(true)));
         value = primary.or(items.first()).cloned()?;
     }
-    if let Some(sub) = path.sub.as_deref().or(if value.is_object() { Some("value") } else { None }) {
+    if let Some(sub) = path.sub.as_deref().or(if value.is_object() {
+        Some("value")
+    } else {
+        None
+    }) {
         value = lookup(&value, sub)?;
     }
     match value {
@@ -534,9 +690,10 @@ fn sort_key(body: &Value, path: &AttrPath, schema: &ResourceSchema) -> Option<Va
 fn compare_keys(a: &Option<Value>, b: &Option<Value>, descending: bool) -> Ordering {
     let order = |x: &Value, y: &Value| match (x, y) {
         (Value::String(x), Value::String(y)) => x.cmp(y),
-        (Value::Number(x), Value::Number(y)) => {
-            x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal)
-        }
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         _ => x.to_string().cmp(&y.to_string()),
     };
@@ -551,8 +708,15 @@ fn compare_keys(a: &Option<Value>, b: &Option<Value>, descending: bool) -> Order
 
 /// Whether an If-Match value names the current version (`*` names any).
 pub fn etag_matches(header: &str, current: &str) -> bool {
-    let strip = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_string();
-    header.split(',').any(|t| t.trim() == "*" || strip(t) == strip(current))
+    let strip = |t: &str| {
+        t.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string()
+    };
+    header
+        .split(',')
+        .any(|t| t.trim() == "*" || strip(t) == strip(current))
 }
 
 /// The error for a request whose scimType must be `invalidSyntax`.

@@ -29,11 +29,17 @@ impl EmbeddedBackend {
         let loaded_groups = load_all::<G>(dir, &mut max_version)?;
         users.replace_all(loaded_users);
         groups.replace_all(loaded_groups);
-        Ok(Self { dir: dir.to_path_buf(), version: Mutex::new(max_version) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            version: Mutex::new(max_version),
+        })
     }
 
     fn path_of<K: ScimKind>(&self, namespace: &str, name: &str) -> PathBuf {
-        self.dir.join(namespace).join(K::plural(&()).as_ref()).join(format!("{name}.yaml"))
+        self.dir
+            .join(namespace)
+            .join(K::plural(&()).as_ref())
+            .join(format!("{name}.yaml"))
     }
 
     pub(super) async fn create<K: ScimKind>(&self, obj: &K) -> Result<K, StoreError> {
@@ -95,9 +101,9 @@ fn io_error(e: std::io::Error) -> StoreError {
 
 fn read_file<K: ScimKind>(path: &Path) -> Result<Option<K>, StoreError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_norway::from_str(&text)
-            .map(Some)
-            .map_err(|e| StoreError::Unavailable(format!("failed to parse {}: {e}", path.display()))),
+        Ok(text) => serde_norway::from_str(&text).map(Some).map_err(|e| {
+            StoreError::Unavailable(format!("failed to parse {}: {e}", path.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(e)),
     }
@@ -131,7 +137,10 @@ fn load_all<K: ScimKind>(dir: &Path, max_version: &mut u64) -> Result<Vec<K>, St
                 continue;
             }
             if let Some(obj) = read_file::<K>(&path)? {
-                let version = obj.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let version = obj
+                    .resource_version()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 *max_version = (*max_version).max(version);
                 objs.push(obj);
             }

@@ -47,7 +47,9 @@ impl<K: ScimKind> TenantIndex<K> {
 
     /// The object whose unique attribute equals `value` without regard to case.
     pub fn get_by_unique(&self, value: &str) -> Option<&Arc<K>> {
-        self.by_unique.get(&value.to_lowercase()).and_then(|name| self.by_name.get(name))
+        self.by_unique
+            .get(&value.to_lowercase())
+            .and_then(|name| self.by_name.get(name))
     }
 
     /// The objects with an externalId, in id order.
@@ -78,7 +80,9 @@ impl<K: ScimKind> TenantIndex<K> {
 
     /// Every object, in id order (the stable order of unsorted lists).
     pub fn iter(&self) -> impl Iterator<Item = &Arc<K>> {
-        self.by_id.values().filter_map(|name| self.by_name.get(name))
+        self.by_id
+            .values()
+            .filter_map(|name| self.by_name.get(name))
     }
 
     /// Number of objects.
@@ -95,12 +99,19 @@ impl<K: ScimKind> TenantIndex<K> {
         let name = obj.name_any();
         self.remove_name(&name);
         self.by_id.insert(obj.scim_id().to_string(), name.clone());
-        self.by_unique.insert(obj.unique_value().to_lowercase(), name.clone());
+        self.by_unique
+            .insert(obj.unique_value().to_lowercase(), name.clone());
         if let Some(external) = obj.external_id() {
-            self.by_external.entry(external.to_string()).or_default().insert(name.clone());
+            self.by_external
+                .entry(external.to_string())
+                .or_default()
+                .insert(name.clone());
         }
         for member in obj.member_ids() {
-            self.by_member.entry(member.to_string()).or_default().insert(name.clone());
+            self.by_member
+                .entry(member.to_string())
+                .or_default()
+                .insert(name.clone());
         }
         self.by_name.insert(name, obj);
     }
@@ -122,7 +133,10 @@ impl<K: ScimKind> TenantIndex<K> {
         }
         // A rename briefly leaves two objects with one id; keep the id pointing at the other.
         if !self.by_id.contains_key(old.scim_id())
-            && let Some((other, _)) = self.by_name.iter().find(|(_, o)| o.scim_id() == old.scim_id())
+            && let Some((other, _)) = self
+                .by_name
+                .iter()
+                .find(|(_, o)| o.scim_id() == old.scim_id())
         {
             self.by_id.insert(old.scim_id().to_string(), other.clone());
         }
@@ -186,7 +200,12 @@ impl<K: ScimKind> Index<K> {
     /// the object was deleted.
     pub fn upsert(&self, obj: K) {
         let uid = obj.uid().unwrap_or_default();
-        if self.tombstones.read().unwrap_or_else(|e| e.into_inner()).contains_key(&uid) {
+        if self
+            .tombstones
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&uid)
+        {
             return;
         }
         let tenant = obj.namespace().unwrap_or_default();
@@ -194,7 +213,10 @@ impl<K: ScimKind> Index<K> {
         let index = tenants.entry(tenant).or_default();
         if let Some(current) = index.by_name.get(&obj.name_any())
             && current.uid() == obj.uid()
-            && is_newer(current.resource_version().as_deref(), obj.resource_version().as_deref())
+            && is_newer(
+                current.resource_version().as_deref(),
+                obj.resource_version().as_deref(),
+            )
         {
             return;
         }
@@ -215,7 +237,11 @@ impl<K: ScimKind> Index<K> {
         let mut tenants = self.write();
         if let Some(index) = tenants.get_mut(&tenant) {
             let name = obj.name_any();
-            if index.by_name.get(&name).is_some_and(|cur| cur.uid() == obj.uid()) {
+            if index
+                .by_name
+                .get(&name)
+                .is_some_and(|cur| cur.uid() == obj.uid())
+            {
                 index.remove_name(&name);
             }
         }
@@ -231,7 +257,10 @@ impl<K: ScimKind> Index<K> {
             if tombstones.contains_key(&obj.uid().unwrap_or_default()) {
                 continue;
             }
-            fresh.entry(obj.namespace().unwrap_or_default()).or_default().insert(Arc::new(obj));
+            fresh
+                .entry(obj.namespace().unwrap_or_default())
+                .or_default()
+                .insert(Arc::new(obj));
         }
         drop(tombstones);
         *self.write() = fresh;
@@ -276,8 +305,14 @@ mod tests {
         index.upsert(user("Ann@Example.com", "1", "5", "u1"));
         let read = index.read();
         let tenant = read.tenant("t").unwrap();
-        assert_eq!(tenant.get_by_unique("ann@example.COM").unwrap().scim_id(), "1");
-        assert_eq!(tenant.get_by_id("1").unwrap().spec.user_name, "Ann@Example.com");
+        assert_eq!(
+            tenant.get_by_unique("ann@example.COM").unwrap().scim_id(),
+            "1"
+        );
+        assert_eq!(
+            tenant.get_by_id("1").unwrap().spec.user_name,
+            "Ann@Example.com"
+        );
     }
 
     #[test]
@@ -288,7 +323,15 @@ mod tests {
         index.upsert(newer);
         index.upsert(user("a", "1", "6", "u1"));
         let read = index.read();
-        assert!(!read.tenant("t").unwrap().get_by_id("1").unwrap().spec.active);
+        assert!(
+            !read
+                .tenant("t")
+                .unwrap()
+                .get_by_id("1")
+                .unwrap()
+                .spec
+                .active
+        );
     }
 
     #[test]
@@ -307,6 +350,15 @@ mod tests {
         let old = user("a", "1", "5", "u1");
         index.upsert(user("a", "2", "9", "u2"));
         index.remove(&old);
-        assert_eq!(index.read().tenant("t").unwrap().get_by_unique("a").unwrap().scim_id(), "2");
+        assert_eq!(
+            index
+                .read()
+                .tenant("t")
+                .unwrap()
+                .get_by_unique("a")
+                .unwrap()
+                .scim_id(),
+            "2"
+        );
     }
 }

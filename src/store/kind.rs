@@ -76,7 +76,11 @@ impl ScimKind for ScimUser {
     }
 
     fn from_parts(meta: kube::api::ObjectMeta, spec: ScimUserSpec) -> Self {
-        ScimUser { metadata: meta, spec, status: None }
+        ScimUser {
+            metadata: meta,
+            spec,
+            status: None,
+        }
     }
 
     fn spec(&self) -> &ScimUserSpec {
@@ -135,7 +139,11 @@ impl ScimKind for ScimGroup {
     }
 
     fn from_parts(meta: kube::api::ObjectMeta, spec: ScimGroupSpec) -> Self {
-        ScimGroup { metadata: meta, spec, status: None }
+        ScimGroup {
+            metadata: meta,
+            spec,
+            status: None,
+        }
     }
 
     fn spec(&self) -> &ScimGroupSpec {
@@ -257,7 +265,12 @@ pub fn created_of<K: ScimKind>(obj: &K) -> String {
     obj.annotations()
         .get(CREATED_ANNOTATION)
         .cloned()
-        .or_else(|| obj.meta().creation_timestamp.as_ref().map(|t| t.0.to_string()))
+        .or_else(|| {
+            obj.meta()
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+        })
         .unwrap_or_default()
 }
 
@@ -285,7 +298,10 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.starts_with("u-alice-smith-example-com-"));
         assert!(a.len() <= 63);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
     }
 
     #[test]
@@ -304,7 +320,10 @@ mod tests {
         });
         let spec = ScimUser::spec_from_scim("id-1", &scim).unwrap();
         assert_eq!(spec.id, "id-1");
-        assert_eq!(spec.enterprise.as_ref().unwrap().department.as_deref(), Some("Finance"));
+        assert_eq!(
+            spec.enterprise.as_ref().unwrap().department.as_deref(),
+            Some("Finance")
+        );
         assert_eq!(ScimUser::spec_to_scim(&spec), scim);
     }
 }

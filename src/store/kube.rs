@@ -31,23 +31,33 @@ impl KubeBackend {
     }
 
     fn post_params() -> PostParams {
-        PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() }
+        PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        }
     }
 
     pub(super) async fn create<K: ScimKind>(&self, obj: &K) -> Result<K, StoreError> {
         let api = self.api::<K>(&obj.namespace().unwrap_or_default());
-        api.create(&Self::post_params(), obj).await.map_err(map_error)
+        api.create(&Self::post_params(), obj)
+            .await
+            .map_err(map_error)
     }
 
     pub(super) async fn replace<K: ScimKind>(&self, obj: &K) -> Result<K, StoreError> {
         let api = self.api::<K>(&obj.namespace().unwrap_or_default());
-        api.replace(&obj.name_any(), &Self::post_params(), obj).await.map_err(map_error)
+        api.replace(&obj.name_any(), &Self::post_params(), obj)
+            .await
+            .map_err(map_error)
     }
 
     pub(super) async fn delete<K: ScimKind>(&self, obj: &K) -> Result<(), StoreError> {
         let api = self.api::<K>(&obj.namespace().unwrap_or_default());
         let params = DeleteParams {
-            preconditions: Some(Preconditions { uid: obj.uid(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: obj.uid(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(&obj.name_any(), &params).await {
@@ -65,7 +75,10 @@ impl KubeBackend {
         namespace: &str,
         name: &str,
     ) -> Result<Option<K>, StoreError> {
-        self.api::<K>(namespace).get_opt(name).await.map_err(map_error)
+        self.api::<K>(namespace)
+            .get_opt(name)
+            .await
+            .map_err(map_error)
     }
 }
 
@@ -108,7 +121,9 @@ pub fn spawn_watch<K: ScimKind>(
     let flag = synced.clone();
     tokio::spawn(async move {
         let mut listing: Vec<K> = Vec::new();
-        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::Apply(obj)) => index.upsert(obj),

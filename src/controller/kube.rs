@@ -1,0 +1,841 @@
+//! The in-cluster controller: keeps the RoleBindings and ClusterRoleBindings of every
+//! AccessPolicy equal to what the policy and its tenant's directory imply, and keeps the
+//! status of ScimUsers and ScimGroups.
+//!
+//! Every input comes from a watch-fed cache, never from a list per pass. The loop that
+//! updates a cache is also the one that enqueues the policies a change concerns, after the
+//! update, so a reconcile always sees at least the state that triggered it. A reconcile
+//! writes only what differs from the cache; a pass over an unchanged policy makes no call.
+//!
+//! Deleting a policy removes its bindings through their owner references (the garbage
+//! collector of kube-controller-manager); no finalizer is needed because nothing lives
+//! outside the cluster.
+
+use std::collections::{BTreeSet, HashSet};
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc as trigger_channel;
+use futures::{StreamExt, future};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::{Action, ReconcileRequest};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::utils::CancelableJoinHandle;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, applier};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc as tenant_channel;
+use tracing::{debug, info, warn};
+
+use super::desired::build_policy_label_value;
+use super::{
+    ControllerSettings, DesiredAccess, POLICY_LABEL, build_desired, build_identity_statuses,
+    build_policy_status, error_chain, log_access_changes,
+};
+use crate::resources::{
+    AccessPolicy, AccessPolicyStatus, MANAGED_BY, MANAGED_BY_LABEL, ScimGroup, ScimUser,
+};
+
+/// Field manager of every server-side apply, binding and status alike.
+pub const FIELD_MANAGER: &str = "scim-operator";
+/// A policy is reconciled this often even without a trigger, to repair what a lost event
+/// left behind.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+/// Wait before retrying a failed reconcile or status update.
+pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
+/// Time a burst of directory writes has to gather before statuses are recomputed.
+pub const STATUS_BATCH_DELAY: Duration = Duration::from_millis(200);
+/// Status writes in flight at once while a tenant's statuses are brought up to date.
+const STATUS_WRITE_CONCURRENCY: usize = 8;
+
+/// Failures of the in-cluster controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused a first read, for example because the CRDs are missing.
+    #[error("failed to read {kind} at startup")]
+    Startup {
+        /// The resource kind.
+        kind: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// A cache stopped before it was filled.
+    #[error("failed to read the {0} cache: its watcher stopped")]
+    CacheClosed(String),
+    /// The policy came without a uid to own its bindings by.
+    #[error("failed to own bindings of AccessPolicy {0}: it has no uid")]
+    MissingUid(String),
+    /// A binding could not be written.
+    #[error("failed to apply {kind} {name}")]
+    Apply {
+        /// The resource kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// A binding no longer desired could not be deleted.
+    #[error("failed to delete {kind} {name}")]
+    Delete {
+        /// The resource kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// A status could not be written.
+    #[error("failed to write the status of {kind} {name}")]
+    Status {
+        /// The resource kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A stable category for metrics labels and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Startup { .. } => "startup",
+            Error::CacheClosed(_) => "cache",
+            Error::MissingUid(_) => "invalid_policy",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::Status { .. } => "status",
+        }
+    }
+}
+
+/// Runs the policy controller and the identity status updater until `shutdown` resolves,
+/// then lets running reconciles finish.
+///
+/// Fails only at startup, when the API server refuses to list one of the resources.
+pub async fn run(
+    client: Client,
+    settings: ControllerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    check_access(&client).await?;
+
+    let (policies, policy_writer) = reflector::store::<AccessPolicy>();
+    let (users, user_writer) = reflector::store::<ScimUser>();
+    let (groups, group_writer) = reflector::store::<ScimGroup>();
+    let (cluster_role_bindings, crb_writer) = reflector::store::<ClusterRoleBinding>();
+    let (role_bindings, rb_writer) = reflector::store::<RoleBinding>();
+    let caches = Caches {
+        policies,
+        users,
+        groups,
+        cluster_role_bindings,
+        role_bindings,
+    };
+    let (policy_tx, policy_rx) = trigger_channel::unbounded();
+    let (tenant_tx, tenant_rx) = tenant_channel::unbounded_channel();
+    let triggers = Triggers {
+        policies: caches.policies.clone(),
+        policy_tx,
+        tenant_tx,
+    };
+
+    // Feed: one watcher per cache; each enqueues what its changes concern.
+    let everything = watcher::Config::default();
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let feeds = future::join5(
+        feed(
+            Api::all(client.clone()),
+            everything.clone(),
+            policy_writer,
+            {
+                let triggers = triggers.clone();
+                move |event, previous, cache| triggers.on_policy_event(event, previous, cache)
+            },
+        ),
+        feed(Api::all(client.clone()), everything.clone(), user_writer, {
+            let triggers = triggers.clone();
+            move |event, previous, cache| triggers.on_identity_event(event, previous, cache)
+        }),
+        feed(Api::all(client.clone()), everything, group_writer, {
+            let triggers = triggers.clone();
+            move |event, previous, cache| triggers.on_identity_event(event, previous, cache)
+        }),
+        feed(Api::all(client.clone()), managed.clone(), crb_writer, {
+            let triggers = triggers.clone();
+            move |event, _, _| triggers.on_binding_event(event)
+        }),
+        feed(Api::all(client.clone()), managed, rb_writer, {
+            let triggers = triggers.clone();
+            move |event, _, _| triggers.on_binding_event(event)
+        }),
+    );
+    drop(triggers);
+
+    // Reconcile: policies from the trigger queue, one at a time per policy.
+    let context = Arc::new(Context {
+        client,
+        settings,
+        caches,
+    });
+    let queue = policy_rx.map(Ok::<_, Infallible>).take_until(shutdown);
+    let reconciles = applier(
+        |policy, context| {
+            CancelableJoinHandle::spawn(reconcile(policy, context), &Handle::current())
+        },
+        error_policy,
+        context.clone(),
+        context.caches.policies.clone(),
+        queue,
+        kube::runtime::Config::default(),
+    )
+    .for_each(|result| {
+        match result {
+            Ok((policy, _)) => debug!(policy = %policy.name, "policy reconciled"),
+            // error_policy has logged the reconciler's own failures.
+            Err(error) => debug!(error = %error, "policy not reconciled"),
+        }
+        future::ready(())
+    });
+    let statuses = run_identity_statuses(context, tenant_rx);
+
+    tokio::select! {
+        () = reconciles => info!("controller stopped"),
+        _ = feeds => warn!("watchers stopped"),
+        () = statuses => warn!("status updater stopped"),
+    }
+    Ok(())
+}
+
+/// The watch-fed caches every pass reads from.
+#[derive(Clone)]
+struct Caches {
+    policies: Store<AccessPolicy>,
+    users: Store<ScimUser>,
+    groups: Store<ScimGroup>,
+    cluster_role_bindings: Store<ClusterRoleBinding>,
+    role_bindings: Store<RoleBinding>,
+}
+
+/// What a reconcile needs besides the policy.
+struct Context {
+    client: Client,
+    settings: ControllerSettings,
+    caches: Caches,
+}
+
+/// Where cache changes are turned into work: policy reconciles and tenant status updates.
+#[derive(Clone)]
+struct Triggers {
+    policies: Store<AccessPolicy>,
+    policy_tx: trigger_channel::UnboundedSender<ReconcileRequest<AccessPolicy>>,
+    tenant_tx: tenant_channel::UnboundedSender<String>,
+}
+
+impl Triggers {
+    fn on_policy_event(
+        &self,
+        event: &Event<AccessPolicy>,
+        previous: Option<&AccessPolicy>,
+        cache: &Store<AccessPolicy>,
+    ) {
+        match event {
+            Event::Apply(policy) if is_spec_changed(previous, policy) => {
+                self.enqueue([ObjectRef::from_obj(policy)]);
+            }
+            Event::InitDone => {
+                self.enqueue(cache.state().iter().map(|p| ObjectRef::from_obj(&**p)))
+            }
+            _ => {}
+        }
+    }
+
+    fn on_identity_event<K: Resource<DynamicType = ()> + Clone>(
+        &self,
+        event: &Event<K>,
+        previous: Option<&K>,
+        cache: &Store<K>,
+    ) {
+        match event {
+            Event::Apply(object) if is_spec_changed(previous, object) => {
+                self.enqueue_tenant(object.namespace());
+            }
+            Event::Delete(object) => self.enqueue_tenant(object.namespace()),
+            // A relist may have dropped objects without a delete event: redo everything.
+            Event::InitDone => {
+                let tenants: BTreeSet<_> =
+                    cache.state().iter().filter_map(|o| o.namespace()).collect();
+                for tenant in tenants {
+                    let _ = self.tenant_tx.send(tenant);
+                }
+                self.enqueue(
+                    self.policies
+                        .state()
+                        .iter()
+                        .map(|p| ObjectRef::from_obj(&**p)),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_binding_event<K: Resource<DynamicType = ()>>(&self, event: &Event<K>) {
+        match event {
+            Event::Apply(binding) | Event::Delete(binding) => {
+                let owners = binding.owner_references().iter().filter(|owner| {
+                    owner.kind == AccessPolicy::kind(&())
+                        && owner.api_version == AccessPolicy::api_version(&())
+                });
+                self.enqueue(owners.map(|owner| ObjectRef::new(&owner.name)));
+            }
+            Event::InitDone => self.enqueue(
+                self.policies
+                    .state()
+                    .iter()
+                    .map(|p| ObjectRef::from_obj(&**p)),
+            ),
+            _ => {}
+        }
+    }
+
+    fn enqueue_tenant(&self, tenant: Option<String>) {
+        let Some(tenant) = tenant else {
+            return;
+        };
+        let policies = self.policies.state_filter(|p| p.spec.tenant == tenant);
+        self.enqueue(policies.iter().map(|p| ObjectRef::from_obj(&**p)));
+        // The receiver is gone only during shutdown, when nothing needs the update.
+        let _ = self.tenant_tx.send(tenant);
+    }
+
+    fn enqueue(&self, policies: impl IntoIterator<Item = ObjectRef<AccessPolicy>>) {
+        for policy in policies {
+            // The receiver is gone only during shutdown, when nothing needs the reconcile.
+            let _ = self
+                .policy_tx
+                .unbounded_send(ReconcileRequest::from(policy));
+        }
+    }
+}
+
+/// Whether `current` carries a spec that `previous` did not; status-only writes do not count,
+/// as the API server bumps `generation` only for the spec of resources with a status
+/// subresource.
+fn is_spec_changed<K: Resource>(previous: Option<&K>, current: &K) -> bool {
+    previous.is_none_or(|previous| {
+        previous.meta().uid != current.meta().uid
+            || previous.meta().generation != current.meta().generation
+    })
+}
+
+/// Keeps `writer`'s cache equal to the API server's objects, calling `on_event` after each
+/// change with the object as it was before. Watch failures are retried with backoff.
+async fn feed<K, F>(api: Api<K>, config: watcher::Config, mut writer: Writer<K>, mut on_event: F)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    F: FnMut(&Event<K>, Option<&K>, &Store<K>),
+{
+    let cache = writer.as_reader();
+    let kind = K::kind(&());
+    let mut events = pin!(watcher::watcher(api, config).default_backoff());
+    while let Some(event) = events.next().await {
+        let event = match event {
+            // Managed fields are large and never read; caches hold every object.
+            Ok(event) => event.modify(|object| object.managed_fields_mut().clear()),
+            Err(error) => {
+                warn!(kind = %kind, error = %error_chain(&error), "watch failed; retrying");
+                continue;
+            }
+        };
+        let previous = match &event {
+            Event::Apply(object) | Event::Delete(object) => cache.get(&ObjectRef::from_obj(object)),
+            _ => None,
+        };
+        writer.apply_watcher_event(&event);
+        on_event(&event, previous.as_deref(), &cache);
+    }
+}
+
+async fn check_access(client: &Client) -> Result<(), Error> {
+    let first = ListParams::default().limit(1);
+    let startup = |kind: String| move |source| Error::Startup { kind, source };
+    let kind = AccessPolicy::kind(&()).into_owned();
+    Api::<AccessPolicy>::all(client.clone())
+        .list_metadata(&first)
+        .await
+        .map_err(startup(kind))?;
+    let kind = ScimUser::kind(&()).into_owned();
+    Api::<ScimUser>::all(client.clone())
+        .list_metadata(&first)
+        .await
+        .map_err(startup(kind))?;
+    let kind = ScimGroup::kind(&()).into_owned();
+    Api::<ScimGroup>::all(client.clone())
+        .list_metadata(&first)
+        .await
+        .map_err(startup(kind))?;
+    Ok(())
+}
+
+/// Brings one policy's bindings and status in line with the policy and its directory.
+async fn reconcile(policy: Arc<AccessPolicy>, context: Arc<Context>) -> Result<Action, Error> {
+    let name = policy.name_any();
+    if policy.meta().deletion_timestamp.is_some() {
+        // The garbage collector removes the bindings through their owner references.
+        return Ok(Action::await_change());
+    }
+
+    // Fetch: the tenant's identities and this policy's bindings, from the caches.
+    let observed = fetch_observed(&policy, &context.caches).await?;
+
+    // Validate: bindings are owned through the policy's uid.
+    if policy.meta().uid.is_none() {
+        return Err(Error::MissingUid(name));
+    }
+
+    // Build: what the policy grants, without I/O.
+    let desired = build_desired(
+        &policy,
+        &observed.users,
+        &observed.groups,
+        &context.settings,
+    );
+
+    // Apply: server-side apply each binding that differs from its cached copy.
+    let applied = apply_bindings(&context.client, &name, &desired, &observed).await;
+
+    // Prune: delete the policy's bindings that this pass does not desire.
+    let pruned = delete_stale_bindings(&context.client, &name, &desired, &observed).await;
+
+    // Status: record the outcome, written only when it changed.
+    let failure = applied.err().or(pruned.err());
+    let message = failure.as_ref().map(|error| error_chain(error));
+    let generation = policy.meta().generation;
+    let now = Time(Timestamp::now());
+    let status = build_policy_status(
+        &desired,
+        message.as_deref(),
+        generation,
+        policy.status.as_ref(),
+        &now,
+    );
+    apply_policy_status(&context.client, &policy, &status).await?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(Action::requeue(RESYNC_INTERVAL)),
+    }
+}
+
+fn error_policy(policy: Arc<AccessPolicy>, error: &Error, _context: Arc<Context>) -> Action {
+    warn!(
+        policy = %policy.name_any(),
+        category = error.category(),
+        error = %error_chain(error),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(ERROR_BACKOFF)
+}
+
+/// The inputs of one reconcile, as the caches hold them.
+struct Observed {
+    users: Vec<Arc<ScimUser>>,
+    groups: Vec<Arc<ScimGroup>>,
+    cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
+    role_bindings: Vec<Arc<RoleBinding>>,
+}
+
+/// Reads the policy's inputs from the caches, once each has been filled: a cache that is
+/// still empty must not read as "no users" and revoke access.
+async fn fetch_observed(policy: &AccessPolicy, caches: &Caches) -> Result<Observed, Error> {
+    wait_until_ready(&caches.users).await?;
+    wait_until_ready(&caches.groups).await?;
+    wait_until_ready(&caches.cluster_role_bindings).await?;
+    wait_until_ready(&caches.role_bindings).await?;
+    let tenant = policy.spec.tenant.as_str();
+    let in_tenant = |namespace: Option<String>| namespace.as_deref() == Some(tenant);
+    let label = build_policy_label_value(&policy.name_any());
+    let is_owned = |labels: &std::collections::BTreeMap<String, String>| {
+        labels.get(POLICY_LABEL) == Some(&label)
+    };
+    Ok(Observed {
+        users: caches.users.state_filter(|u| in_tenant(u.namespace())),
+        groups: caches.groups.state_filter(|g| in_tenant(g.namespace())),
+        cluster_role_bindings: caches
+            .cluster_role_bindings
+            .state_filter(|b| is_owned(b.labels())),
+        role_bindings: caches.role_bindings.state_filter(|b| is_owned(b.labels())),
+    })
+}
+
+async fn wait_until_ready<K>(cache: &Store<K>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    cache
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheClosed(K::kind(&()).into_owned()))
+}
+
+/// Applies every desired binding that differs from its cached copy. Every binding is
+/// attempted; the first failure is returned.
+async fn apply_bindings(
+    client: &Client,
+    policy: &str,
+    desired: &DesiredAccess,
+    observed: &Observed,
+) -> Result<(), Error> {
+    let mut first_failure = None;
+    for binding in &desired.cluster_role_bindings {
+        let cached = find_cached(&observed.cluster_role_bindings, binding);
+        let result = apply_binding(client, policy, binding, cached).await;
+        first_failure = first_failure.or(result.err());
+    }
+    for binding in &desired.role_bindings {
+        let cached = find_cached(&observed.role_bindings, binding);
+        let result = apply_binding(client, policy, binding, cached).await;
+        first_failure = first_failure.or(result.err());
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+async fn apply_binding<K: Binding>(
+    client: &Client,
+    policy: &str,
+    desired: &K,
+    cached: Option<&K>,
+) -> Result<(), Error> {
+    if cached.is_some_and(|cached| is_up_to_date(cached, desired)) {
+        return Ok(());
+    }
+    let api = K::api(client.clone(), desired.namespace().as_deref());
+    let name = desired.name_any();
+
+    // A roleRef cannot change in place: a binding pointing elsewhere is replaced.
+    if let Some(stale) = cached.filter(|cached| cached.role_ref() != desired.role_ref()) {
+        delete_binding(&api, stale).await?;
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(desired))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: K::kind(&()).into_owned(),
+            name: display_name(desired),
+            source,
+        })?;
+    let before = cached.map(Binding::subjects).unwrap_or_default();
+    let namespace = desired.namespace();
+    log_access_changes(
+        policy,
+        &name,
+        namespace.as_deref(),
+        before,
+        desired.subjects(),
+    );
+    debug!(policy, binding = %display_name(desired), "binding applied");
+    Ok(())
+}
+
+/// Deletes the cached bindings of the policy that this pass does not desire. Every binding
+/// is attempted; the first failure is returned.
+async fn delete_stale_bindings(
+    client: &Client,
+    policy: &str,
+    desired: &DesiredAccess,
+    observed: &Observed,
+) -> Result<(), Error> {
+    let wanted: HashSet<(Option<String>, String)> = desired
+        .cluster_role_bindings
+        .iter()
+        .map(|b| (b.namespace(), b.name_any()))
+        .chain(
+            desired
+                .role_bindings
+                .iter()
+                .map(|b| (b.namespace(), b.name_any())),
+        )
+        .collect();
+    let mut first_failure = None;
+    for stale in observed
+        .cluster_role_bindings
+        .iter()
+        .filter(|b| !wanted.contains(&b.key()))
+    {
+        let result = delete_stale_binding(client, policy, &**stale).await;
+        first_failure = first_failure.or(result.err());
+    }
+    for stale in observed
+        .role_bindings
+        .iter()
+        .filter(|b| !wanted.contains(&b.key()))
+    {
+        let result = delete_stale_binding(client, policy, &**stale).await;
+        first_failure = first_failure.or(result.err());
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+async fn delete_stale_binding<K: Binding>(
+    client: &Client,
+    policy: &str,
+    stale: &K,
+) -> Result<(), Error> {
+    let api = K::api(client.clone(), stale.namespace().as_deref());
+    delete_binding(&api, stale).await?;
+    let namespace = stale.namespace();
+    log_access_changes(
+        policy,
+        &stale.name_any(),
+        namespace.as_deref(),
+        stale.subjects(),
+        &[],
+    );
+    info!(policy, binding = %display_name(stale), "binding removed");
+    Ok(())
+}
+
+/// Deletes the very object that was cached; one recreated meanwhile under the same name is
+/// left for the pass its creation triggers.
+async fn delete_binding<K: Binding>(api: &Api<K>, cached: &K) -> Result<(), Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: cached.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&cached.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() || status.is_conflict() => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: K::kind(&()).into_owned(),
+            name: display_name(cached),
+            source,
+        }),
+    }
+}
+
+async fn apply_policy_status(
+    client: &Client,
+    policy: &AccessPolicy,
+    status: &AccessPolicyStatus,
+) -> Result<(), Error> {
+    if policy.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    apply_status(Api::<AccessPolicy>::all(client.clone()), policy, status).await
+}
+
+/// Writes `status` with server-side apply, which also drops the fields it no longer sets
+/// (a merge patch would keep an emptied list that serialization skips).
+async fn apply_status<K, S>(api: Api<K>, object: &K, status: &S) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    S: Serialize,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": object.name_any() },
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted since it was cached: nothing left to describe.
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(source) => Err(Error::Status {
+            kind: K::kind(&()).into_owned(),
+            name: display_name(object),
+            source,
+        }),
+    }
+}
+
+/// Recomputes the status of the users and groups of each tenant sent on `tenants`, in
+/// batches, retrying failed tenants after [`ERROR_BACKOFF`].
+async fn run_identity_statuses(
+    context: Arc<Context>,
+    mut tenants: tenant_channel::UnboundedReceiver<String>,
+) {
+    let mut retry = BTreeSet::new();
+    loop {
+        let mut dirty = BTreeSet::new();
+        tokio::select! {
+            tenant = tenants.recv() => match tenant {
+                Some(tenant) => {
+                    dirty.insert(tenant);
+                }
+                None => return,
+            },
+            () = tokio::time::sleep(ERROR_BACKOFF), if !retry.is_empty() => {}
+        }
+        dirty.append(&mut retry);
+
+        // Gather: the rest of a burst joins this batch.
+        tokio::time::sleep(STATUS_BATCH_DELAY).await;
+        while let Ok(tenant) = tenants.try_recv() {
+            dirty.insert(tenant);
+        }
+        for tenant in dirty {
+            if let Err(error) = apply_identity_statuses(&context, &tenant).await {
+                warn!(
+                    tenant,
+                    category = error.category(),
+                    error = %error_chain(&error),
+                    "status update failed; retrying"
+                );
+                retry.insert(tenant);
+            }
+        }
+    }
+}
+
+/// Writes the status of every user and group of `tenant` whose status changed.
+async fn apply_identity_statuses(context: &Context, tenant: &str) -> Result<(), Error> {
+    // Fetch: the tenant's identities, once both caches are filled.
+    let caches = &context.caches;
+    wait_until_ready(&caches.users).await?;
+    wait_until_ready(&caches.groups).await?;
+    let users = caches
+        .users
+        .state_filter(|u| u.namespace().as_deref() == Some(tenant));
+    let groups = caches
+        .groups
+        .state_filter(|g| g.namespace().as_deref() == Some(tenant));
+
+    // Build: every status, without I/O.
+    let statuses = build_identity_statuses(&users, &groups);
+
+    // Apply: only the statuses that differ from the cached ones.
+    let user_api = Api::<ScimUser>::namespaced(context.client.clone(), tenant);
+    let group_api = Api::<ScimGroup>::namespaced(context.client.clone(), tenant);
+    let mut writes = Vec::new();
+    for user in &users {
+        let status = statuses.users.get(&user.name_any());
+        if let Some(status) = status.filter(|s| user.status.as_ref() != Some(*s)) {
+            writes.push(futures::future::Either::Left(apply_status(
+                user_api.clone(),
+                &**user,
+                status,
+            )));
+        }
+    }
+    for group in &groups {
+        let status = statuses.groups.get(&group.name_any());
+        if let Some(status) = status.filter(|s| group.status.as_ref() != Some(*s)) {
+            writes.push(futures::future::Either::Right(apply_status(
+                group_api.clone(),
+                &**group,
+                status,
+            )));
+        }
+    }
+    let count = writes.len();
+    let results: Vec<Result<(), Error>> = futures::stream::iter(writes)
+        .buffer_unordered(STATUS_WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    if count > 0 {
+        debug!(tenant, count, "identity statuses written");
+    }
+    results.into_iter().collect()
+}
+
+/// What the controller needs of ClusterRoleBindings and RoleBindings alike.
+trait Binding:
+    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The API that holds this binding.
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    /// The role granted.
+    fn role_ref(&self) -> &RoleRef;
+    /// The subjects granted; an absent list is an empty one.
+    fn subjects(&self) -> &[Subject];
+}
+
+impl Binding for ClusterRoleBinding {
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn role_ref(&self) -> &RoleRef {
+        &self.role_ref
+    }
+
+    fn subjects(&self) -> &[Subject] {
+        self.subjects.as_deref().unwrap_or_default()
+    }
+}
+
+impl Binding for RoleBinding {
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        Api::namespaced(client, namespace.unwrap_or_default())
+    }
+
+    fn role_ref(&self) -> &RoleRef {
+        &self.role_ref
+    }
+
+    fn subjects(&self) -> &[Subject] {
+        self.subjects.as_deref().unwrap_or_default()
+    }
+}
+
+/// Identity of an object within its kind.
+trait ResourceKey {
+    fn key(&self) -> (Option<String>, String);
+}
+
+impl<K: Resource> ResourceKey for K {
+    fn key(&self) -> (Option<String>, String) {
+        (self.namespace(), self.name_any())
+    }
+}
+
+fn find_cached<'a, K: Binding>(cached: &'a [Arc<K>], desired: &K) -> Option<&'a K> {
+    let key = desired.key();
+    cached.iter().map(|b| &**b).find(|b| b.key() == key)
+}
+
+/// Whether the cached binding already holds everything this controller sets. Labels and
+/// owners that others added do not count.
+fn is_up_to_date<K: Binding>(cached: &K, desired: &K) -> bool {
+    cached.role_ref() == desired.role_ref()
+        && cached.subjects() == desired.subjects()
+        && desired
+            .labels()
+            .iter()
+            .all(|(key, value)| cached.labels().get(key) == Some(value))
+        && desired
+            .owner_references()
+            .iter()
+            .all(|owner| cached.owner_references().contains(owner))
+}
+
+fn display_name<K: Resource>(object: &K) -> String {
+    match object.namespace() {
+        Some(namespace) => format!("{namespace}/{}", object.name_any()),
+        None => object.name_any(),
+    }
+}
