@@ -53,10 +53,11 @@ async fn contract(store: Arc<Store>, tenant: &str) {
     );
 
     // Two creates racing for one userName: exactly one wins.
-    let (a, b) = tokio::join!(
-        store.create(&user(tenant, "race@example.com")),
-        store.create(&user(tenant, "RACE@example.com")),
+    let (first_racer, second_racer) = (
+        user(tenant, "race@example.com"),
+        user(tenant, "RACE@example.com"),
     );
+    let (a, b) = tokio::join!(store.create(&first_racer), store.create(&second_racer));
     assert_eq!(
         [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
         1,

@@ -398,17 +398,21 @@ async fn search_root(
     request: Request,
 ) -> Result<Response, ScimError> {
     let body = read_json(request.into_body()).await?;
-    let mut query = search_query::<ScimUser>(&body)?;
-    let start = query.start_index.unwrap_or(1).max(1) as usize;
-    let count = query.count;
-    query.start_index = Some(1);
-    query.count = Some(i64::MAX);
+    // Attribute names resolve per resource type, so each type parses the request itself.
+    let mut user_query = search_query::<ScimUser>(&body)?;
+    let mut group_query = search_query::<ScimGroup>(&body)?;
+    let start = user_query.start_index.unwrap_or(1).max(1) as usize;
+    let count = user_query.count;
+    for query in [&mut user_query, &mut group_query] {
+        query.start_index = Some(1);
+        query.count = Some(i64::MAX);
+    }
     let users = state
         .service
-        .list::<ScimUser>(tenant.name(), &query, &tenant.base)?;
+        .list::<ScimUser>(tenant.name(), &user_query, &tenant.base)?;
     let groups = state
         .service
-        .list::<ScimGroup>(tenant.name(), &query, &tenant.base)?;
+        .list::<ScimGroup>(tenant.name(), &group_query, &tenant.base)?;
     let total = users.total + groups.total;
     let limit = count
         .map(|c| c.max(0) as usize)
