@@ -839,3 +839,473 @@ fn display_name<K: Resource>(object: &K) -> String {
         None => object.name_any(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
+mod tests {
+    use super::*;
+    use crate::resources::{
+        AccessPolicySpec, Grant, GroupMember, GroupSelector, ScimGroupSpec, ScimUserSpec,
+        SubjectKind,
+    };
+    use axum::body::Bytes;
+    use axum::http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::Value;
+    use std::sync::Mutex;
+
+    const TENANT: &str = "acme";
+
+    /// One request the fake API server received: method, path with query, JSON body.
+    type Recorded = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+    /// A client whose API server records every request and answers with `respond`.
+    fn fake_client(
+        respond: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + Sync + 'static,
+    ) -> (Client, Recorded) {
+        let recorded = Recorded::default();
+        let respond = Arc::new(respond);
+        let log = recorded.clone();
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let (log, respond) = (log.clone(), respond.clone());
+            async move {
+                let method = request.method().to_string();
+                let uri = request.uri().to_string();
+                let bytes = request.into_body().collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let (status, reply) = respond(&method, &uri, &body);
+                log.lock().unwrap().push((method, uri, body));
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(reply.to_string())))
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            }
+        });
+        (Client::new(service, "default"), recorded)
+    }
+
+    /// Answers like an API server that accepts every write.
+    fn accept_all(policy: AccessPolicy) -> impl Fn(&str, &str, &Value) -> (u16, Value) {
+        move |method, uri, body| {
+            if method == "DELETE" {
+                (
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
+                )
+            } else if uri.contains("/accesspolicies/") {
+                let mut object = serde_json::to_value(&policy).unwrap();
+                object["status"] = body["status"].clone();
+                (200, object)
+            } else {
+                (200, body.clone())
+            }
+        }
+    }
+
+    fn not_found() -> Value {
+        json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "metadata": {},
+            "reason": "NotFound", "code": 404, "message": "namespaces \"data\" not found"
+        })
+    }
+
+    fn cache<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let mut writer = Writer::default();
+        writer.apply_watcher_event(&Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        writer.as_reader()
+    }
+
+    fn policy() -> AccessPolicy {
+        let mut policy = AccessPolicy::new(
+            "analysts",
+            AccessPolicySpec {
+                tenant: TENANT.into(),
+                groups: vec![GroupSelector {
+                    display_name: Some("Analysts".into()),
+                    ..Default::default()
+                }],
+                grants: vec![
+                    Grant {
+                        cluster_role: Some("view".into()),
+                        ..Default::default()
+                    },
+                    Grant {
+                        cluster_role: Some("view".into()),
+                        namespaces: vec!["data".into()],
+                        ..Default::default()
+                    },
+                ],
+                subjects: SubjectKind::User,
+            },
+        );
+        policy.metadata.uid = Some("policy-uid".into());
+        policy.metadata.generation = Some(2);
+        policy
+    }
+
+    fn user(id: &str, user_name: &str, active: bool) -> ScimUser {
+        let spec = ScimUserSpec {
+            id: id.into(),
+            user_name: user_name.into(),
+            active,
+            ..Default::default()
+        };
+        let mut user = ScimUser::new(id, spec);
+        user.metadata.namespace = Some(TENANT.into());
+        user
+    }
+
+    fn analysts() -> ScimGroup {
+        let members = ["u1", "u2"].map(|v| GroupMember {
+            value: v.into(),
+            ..Default::default()
+        });
+        let spec = ScimGroupSpec {
+            id: "g1".into(),
+            display_name: "Analysts".into(),
+            members: members.to_vec(),
+            ..Default::default()
+        };
+        let mut group = ScimGroup::new("analysts", spec);
+        group.metadata.namespace = Some(TENANT.into());
+        group
+    }
+
+    fn context(
+        client: Client,
+        policy: &AccessPolicy,
+        desired_in_cache: Option<&DesiredAccess>,
+    ) -> Arc<Context> {
+        let with_uid = |mut meta: kube::api::ObjectMeta| {
+            meta.uid = Some(format!("uid-of-{}", meta.name.clone().unwrap_or_default()));
+            meta
+        };
+        let (crbs, rbs) = match desired_in_cache {
+            Some(desired) => (
+                desired
+                    .cluster_role_bindings
+                    .iter()
+                    .cloned()
+                    .map(|mut b| {
+                        b.metadata = with_uid(b.metadata);
+                        b
+                    })
+                    .collect(),
+                desired
+                    .role_bindings
+                    .iter()
+                    .cloned()
+                    .map(|mut b| {
+                        b.metadata = with_uid(b.metadata);
+                        b
+                    })
+                    .collect(),
+            ),
+            None => (vec![], vec![]),
+        };
+        Arc::new(Context {
+            client,
+            settings: ControllerSettings::default(),
+            caches: Caches {
+                policies: cache(vec![policy.clone()]),
+                users: cache(vec![
+                    user("u1", "alice@example.com", true),
+                    user("u2", "bob@example.com", false),
+                ]),
+                groups: cache(vec![analysts()]),
+                cluster_role_bindings: cache(crbs),
+                role_bindings: cache(rbs),
+            },
+        })
+    }
+
+    fn desired_for(policy: &AccessPolicy) -> DesiredAccess {
+        let users = [
+            user("u1", "alice@example.com", true),
+            user("u2", "bob@example.com", false),
+        ];
+        build_desired(
+            policy,
+            &users,
+            &[analysts()],
+            &ControllerSettings::default(),
+        )
+    }
+
+    fn calls(recorded: &Recorded) -> Vec<(String, String)> {
+        recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, u, _)| (m.clone(), u.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_policy_gets_its_bindings_applied_and_its_status_written() {
+        let policy = policy();
+        let (client, recorded) = fake_client(accept_all(policy.clone()));
+
+        let action = reconcile(Arc::new(policy.clone()), context(client, &policy, None))
+            .await
+            .unwrap();
+
+        assert_eq!(action, Action::requeue(RESYNC_INTERVAL));
+        let apply = "?&force=true&fieldManager=scim-operator";
+        assert_eq!(
+            calls(&recorded),
+            vec![
+                (
+                    "PATCH".into(),
+                    format!(
+                        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/scim-analysts-view{apply}"
+                    )
+                ),
+                (
+                    "PATCH".into(),
+                    format!(
+                        "/apis/rbac.authorization.k8s.io/v1/namespaces/data/rolebindings/scim-analysts-c-view{apply}"
+                    )
+                ),
+                (
+                    "PATCH".into(),
+                    format!(
+                        "/apis/scim-operator.dev/v1alpha1/accesspolicies/analysts/status{apply}"
+                    )
+                ),
+            ]
+        );
+        let desired = desired_for(&policy);
+        let bodies: Vec<Value> = recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, b)| b.clone())
+            .collect();
+        assert_eq!(
+            bodies[0],
+            serde_json::to_value(&desired.cluster_role_bindings[0]).unwrap()
+        );
+        assert_eq!(
+            bodies[1],
+            serde_json::to_value(&desired.role_bindings[0]).unwrap()
+        );
+        assert_eq!(bodies[2]["status"]["subjectCount"], json!(1));
+        assert_eq!(bodies[2]["status"]["observedGeneration"], json!(2));
+        assert_eq!(
+            bodies[2]["status"]["conditions"][0]["reason"],
+            json!("Reconciled")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_policy_that_matches_its_caches_costs_no_call() {
+        let mut policy = policy();
+        let desired = desired_for(&policy);
+        let now = Time(Timestamp::now());
+        policy.status = Some(build_policy_status(&desired, None, Some(2), None, &now));
+        let (client, recorded) = fake_client(accept_all(policy.clone()));
+
+        reconcile(
+            Arc::new(policy.clone()),
+            context(client, &policy, Some(&desired)),
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(calls(&recorded), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_binding_no_longer_desired_is_deleted_by_uid() {
+        let mut policy = policy();
+        let desired = desired_for(&policy);
+        let now = Time(Timestamp::now());
+        policy.spec.grants.truncate(1);
+        let mut after = desired_for(&policy);
+        policy.status = Some(build_policy_status(&after, None, Some(2), None, &now));
+        after.role_bindings = desired.role_bindings.clone();
+        let (client, recorded) = fake_client(accept_all(policy.clone()));
+
+        reconcile(
+            Arc::new(policy.clone()),
+            context(client, &policy, Some(&after)),
+        )
+        .await
+        .unwrap();
+
+        let recorded = recorded.lock().unwrap();
+        let (method, uri, body) = &recorded[0];
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(
+            (method.as_str(), uri.as_str()),
+            (
+                "DELETE",
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/data/rolebindings/scim-analysts-c-view?"
+            )
+        );
+        assert_eq!(
+            body["preconditions"],
+            json!({"uid": "uid-of-scim-analysts-c-view"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_retried_and_shown_in_status_while_the_rest_still_applies() {
+        let policy = policy();
+        let accept = accept_all(policy.clone());
+        let (client, recorded) = fake_client(move |method, uri, body| {
+            if uri.contains("/namespaces/data/") {
+                (404, not_found())
+            } else {
+                accept(method, uri, body)
+            }
+        });
+
+        let result = reconcile(Arc::new(policy.clone()), context(client, &policy, None)).await;
+
+        let error = result.unwrap_err();
+        assert_eq!(error.category(), "apply");
+        assert_eq!(
+            error_policy(
+                Arc::new(policy),
+                &error,
+                context(
+                    fake_client(|_, _, _| (500, json!({}))).0,
+                    &self::policy(),
+                    None
+                )
+            ),
+            Action::requeue(ERROR_BACKOFF)
+        );
+        let recorded = recorded.lock().unwrap();
+        assert_eq!(recorded.len(), 3);
+        let status = &recorded[2].2["status"];
+        assert_eq!(status["conditions"][0]["status"], json!("False"));
+        assert_eq!(status["conditions"][0]["reason"], json!("ApplyFailed"));
+    }
+
+    #[test]
+    fn only_spec_changes_and_new_objects_count_as_changes() {
+        let before = user("u1", "alice@example.com", true);
+        let mut status_only = before.clone();
+        status_only.status = Some(Default::default());
+        let mut new_spec = before.clone();
+        new_spec.metadata.generation = Some(7);
+        let mut recreated = before.clone();
+        recreated.metadata.uid = Some("another".into());
+
+        assert!(is_spec_changed(None, &before));
+        assert!(!is_spec_changed(Some(&before), &status_only));
+        assert!(is_spec_changed(Some(&before), &new_spec));
+        assert!(is_spec_changed(Some(&before), &recreated));
+    }
+
+    #[test]
+    fn labels_and_owners_added_by_others_do_not_make_a_binding_stale() {
+        let desired = desired_for(&policy()).role_bindings.remove(0);
+        let mut cached = desired.clone();
+        cached.labels_mut().insert("team".into(), "data".into());
+        cached.owner_references_mut().push(OwnerReference {
+            name: "other".into(),
+            ..Default::default()
+        });
+        let mut emptied = desired.clone();
+        emptied.subjects = Some(vec![]);
+        let mut absent = emptied.clone();
+        absent.subjects = None;
+
+        assert!(is_up_to_date(&cached, &desired));
+        assert!(is_up_to_date(&absent, &emptied));
+        assert!(!is_up_to_date(&emptied, &desired));
+    }
+
+    fn triggers() -> (
+        Triggers,
+        trigger_channel::UnboundedReceiver<ReconcileRequest<AccessPolicy>>,
+        tenant_channel::UnboundedReceiver<String>,
+    ) {
+        let mut elsewhere = policy();
+        elsewhere.metadata.name = Some("elsewhere".into());
+        elsewhere.spec.tenant = "other".into();
+        let (policy_tx, policy_rx) = trigger_channel::unbounded();
+        let (tenant_tx, tenant_rx) = tenant_channel::unbounded_channel();
+        let policies = cache(vec![policy(), elsewhere]);
+        (
+            Triggers {
+                policies,
+                policy_tx,
+                tenant_tx,
+            },
+            policy_rx,
+            tenant_rx,
+        )
+    }
+
+    fn drain(
+        policies: &mut trigger_channel::UnboundedReceiver<ReconcileRequest<AccessPolicy>>,
+        tenants: &mut tenant_channel::UnboundedReceiver<String>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut names = Vec::new();
+        while let Ok(request) = policies.try_recv() {
+            names.push(request.obj_ref.name);
+        }
+        let mut dirty = Vec::new();
+        while let Ok(tenant) = tenants.try_recv() {
+            dirty.push(tenant);
+        }
+        (names, dirty)
+    }
+
+    #[test]
+    fn a_directory_change_enqueues_only_the_policies_of_its_tenant() {
+        let (triggers, mut policies, mut tenants) = triggers();
+        let users = cache(vec![]);
+        let before = user("u1", "alice@example.com", true);
+        let mut status_only = before.clone();
+        status_only.status = Some(Default::default());
+
+        triggers.on_identity_event(&Event::Apply(before.clone()), None, &users);
+        let first = drain(&mut policies, &mut tenants);
+        triggers.on_identity_event(&Event::Apply(status_only), Some(&before), &users);
+        let second = drain(&mut policies, &mut tenants);
+        triggers.on_identity_event(&Event::Delete(before), None, &users);
+        let third = drain(&mut policies, &mut tenants);
+
+        assert_eq!(
+            first,
+            (vec!["analysts".to_string()], vec![TENANT.to_string()])
+        );
+        assert_eq!(second, (vec![], vec![]));
+        assert_eq!(third, first);
+    }
+
+    #[test]
+    fn a_binding_change_enqueues_the_policy_that_owns_it() {
+        let (triggers, mut policies, mut tenants) = triggers();
+        let mut binding = desired_for(&policy()).role_bindings.remove(0);
+        binding.owner_references_mut().push(OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "not-a-policy".into(),
+            ..Default::default()
+        });
+
+        triggers.on_binding_event(&Event::Delete(binding));
+
+        assert_eq!(
+            drain(&mut policies, &mut tenants),
+            (vec!["analysts".to_string()], vec![])
+        );
+    }
+}

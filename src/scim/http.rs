@@ -100,7 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema_by_id))
         .route("/Me", axum::routing::any(me))
-        .route("/Bulk", axum::routing::any(bulk))
+        .route("/Bulk", post(bulk))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -124,8 +124,17 @@ async fn me() -> ScimError {
     )
 }
 
-async fn bulk() -> ScimError {
-    ScimError::status(501, "/Bulk is not supported; send one request per resource")
+async fn bulk(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    request: Request,
+) -> Result<Response, ScimError> {
+    let body = read_json(request.into_body()).await?;
+    let answer = state
+        .service
+        .bulk(tenant.name(), &body, &tenant.base)
+        .await?;
+    Ok(scim_json(StatusCode::OK, &answer, None))
 }
 
 /// Checks the bearer token and records the tenant for the handlers.
@@ -271,6 +280,7 @@ where
         count: params.int("count")?,
         attributes: p.attributes,
         excluded_attributes: p.excluded,
+        cursor: params.get("cursor").map(str::to_string),
     })
 }
 
@@ -285,13 +295,19 @@ fn sort_descending(order: Option<&str>) -> Result<bool, ScimError> {
 }
 
 fn list_response(page: super::service::ListPage) -> Response {
-    let body = json!({
+    let mut body = json!({
         "schemas": [LIST_RESPONSE],
         "totalResults": page.total,
-        "startIndex": page.start_index,
         "itemsPerPage": page.resources.len(),
         "Resources": page.resources,
     });
+    if page.by_cursor {
+        if let Some(next) = page.next_cursor {
+            body["nextCursor"] = json!(next);
+        }
+    } else {
+        body["startIndex"] = json!(page.start_index);
+    }
     scim_json(StatusCode::OK, &body, None)
 }
 
@@ -371,6 +387,7 @@ where
         count: int("count")?,
         attributes: attrs("attributes")?,
         excluded_attributes: attrs("excludedAttributes")?,
+        cursor: text("cursor")?,
     })
 }
 
@@ -428,6 +445,8 @@ async fn search_root(
         total,
         start_index: start,
         resources,
+        next_cursor: None,
+        by_cursor: false,
     }))
 }
 
@@ -591,10 +610,21 @@ async fn service_provider_config(
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://github.com/scim-operator/scim-operator",
         "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "bulk": {
+            "supported": true,
+            "maxOperations": super::bulk::MAX_OPERATIONS,
+            "maxPayloadSize": MAX_BODY_BYTES,
+        },
         "filter": {"supported": true, "maxResults": state.service.settings.max_page_size},
         "changePassword": {"supported": false},
         "sort": {"supported": true},
+        "pagination": {
+            "cursor": true,
+            "index": true,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": state.service.settings.max_page_size,
+            "maxPageSize": state.service.settings.max_page_size,
+        },
         "etag": {"supported": true},
         "authenticationSchemes": [{
             "type": "oauthbearertoken",

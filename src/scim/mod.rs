@@ -1,6 +1,7 @@
 //! The SCIM 2.0 protocol: schemas, filters, PATCH, input tolerance and the HTTP surface.
 
 pub mod auth;
+pub mod bulk;
 pub mod error;
 pub mod filter;
 pub mod http;

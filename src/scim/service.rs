@@ -45,6 +45,8 @@ pub struct ListQuery {
     pub count: Option<i64>,
     pub attributes: Vec<AttrPath>,
     pub excluded_attributes: Vec<AttrPath>,
+    /// Cursor pagination (RFC 9865): `Some("")` asks for the first page.
+    pub cursor: Option<String>,
 }
 
 /// A page of results, ready to serialise as a ListResponse.
@@ -53,6 +55,10 @@ pub struct ListPage {
     pub total: usize,
     pub start_index: usize,
     pub resources: Vec<Value>,
+    /// Set in cursor pagination: the cursor of the next page, if there is one.
+    pub next_cursor: Option<String>,
+    /// Whether the request used cursor pagination.
+    pub by_cursor: bool,
 }
 
 /// A resource as answered, with its ETag.
@@ -560,6 +566,8 @@ impl ScimService {
                 total: 0,
                 start_index: start_of(query),
                 resources: vec![],
+                next_cursor: None,
+                by_cursor: query.cursor.is_some(),
             });
         };
         let candidates: Vec<&Arc<K>> = match filter
@@ -598,24 +606,86 @@ impl ScimService {
             matched = keyed.into_iter().map(|(_, item)| item).collect();
         }
         let total = matched.len();
-        let start = start_of(query);
         let count = query
             .count
             .map(|c| c.max(0) as usize)
             .unwrap_or(self.settings.max_page_size)
             .min(self.settings.max_page_size);
-        let resources = matched
-            .into_iter()
-            .skip(start - 1)
+        // Cursor pages continue after the last id seen when the order is the id order, so
+        // inserts and deletes between pages shift nothing; sorted lists continue by offset.
+        let (skip, start) = match query.cursor.as_deref() {
+            None => (start_of(query) - 1, start_of(query)),
+            Some("") => (0, 1),
+            Some(cursor) => match decode_cursor(cursor)? {
+                Cursor::Offset(n) => (n, n + 1),
+                Cursor::AfterId(id) if query.sort_by.is_none() => {
+                    let n = matched
+                        .iter()
+                        .take_while(|(o, _)| o.scim_id() <= id.as_str())
+                        .count();
+                    (n, n + 1)
+                }
+                Cursor::AfterId(_) => return Err(invalid_cursor()),
+            },
+        };
+        let page: Vec<&Arc<K>> = matched
+            .iter()
+            .skip(skip)
             .take(count)
-            .map(|(obj, _)| self.answer(obj.as_ref(), tenant, base, &projection).body)
+            .map(|(o, _)| *o)
+            .collect();
+        let next_cursor = match (&query.cursor, page.last()) {
+            (Some(_), Some(last)) if skip + page.len() < total => {
+                Some(if query.sort_by.is_none() {
+                    encode_cursor(&Cursor::AfterId(last.scim_id().to_string()))
+                } else {
+                    encode_cursor(&Cursor::Offset(skip + page.len()))
+                })
+            }
+            _ => None,
+        };
+        let resources = page
+            .into_iter()
+            .map(|obj| self.answer(obj.as_ref(), tenant, base, &projection).body)
             .collect();
         Ok(ListPage {
             total,
             start_index: start,
             resources,
+            next_cursor,
+            by_cursor: query.cursor.is_some(),
         })
     }
+}
+
+/// Where a cursor continues.
+enum Cursor {
+    Offset(usize),
+    AfterId(String),
+}
+
+fn encode_cursor(cursor: &Cursor) -> String {
+    match cursor {
+        Cursor::Offset(n) => hex::encode(format!("o:{n}")),
+        Cursor::AfterId(id) => hex::encode(format!("k:{id}")),
+    }
+}
+
+fn decode_cursor(text: &str) -> Result<Cursor, ScimError> {
+    let bytes = hex::decode(text).map_err(|_| invalid_cursor())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid_cursor())?;
+    match text.split_once(':') {
+        Some(("o", n)) => n.parse().map(Cursor::Offset).map_err(|_| invalid_cursor()),
+        Some(("k", id)) => Ok(Cursor::AfterId(id.to_string())),
+        _ => Err(invalid_cursor()),
+    }
+}
+
+fn invalid_cursor() -> ScimError {
+    ScimError::bad_request(
+        ScimType::InvalidCursor,
+        "the cursor is not one this server issued for this query; start again with cursor=",
+    )
 }
 
 fn start_of(query: &ListQuery) -> usize {
