@@ -167,7 +167,7 @@ pub async fn run(
             policy_writer,
             {
                 let triggers = triggers.clone();
-                move |event, previous, cache| triggers.on_policy_event(event, previous, cache)
+                move |event, previous, _| triggers.on_policy_event(event, previous)
             },
         ),
         feed(Api::all(client.clone()), everything.clone(), user_writer, {
@@ -250,19 +250,12 @@ struct Triggers {
 }
 
 impl Triggers {
-    fn on_policy_event(
-        &self,
-        event: &Event<AccessPolicy>,
-        previous: Option<&AccessPolicy>,
-        cache: &Store<AccessPolicy>,
-    ) {
+    fn on_policy_event(&self, event: &Event<AccessPolicy>, previous: Option<&AccessPolicy>) {
         match event {
             Event::Apply(policy) if is_spec_changed(previous, policy) => {
                 self.enqueue([ObjectRef::from_obj(policy)]);
             }
-            Event::InitDone => {
-                self.enqueue(cache.state().iter().map(|p| ObjectRef::from_obj(&**p)))
-            }
+            Event::InitDone => self.enqueue_all(),
             _ => {}
         }
     }
@@ -285,12 +278,7 @@ impl Triggers {
                 for tenant in tenants {
                     let _ = self.tenant_tx.send(tenant);
                 }
-                self.enqueue(
-                    self.policies
-                        .state()
-                        .iter()
-                        .map(|p| ObjectRef::from_obj(&**p)),
-                );
+                self.enqueue_all();
             }
             _ => {}
         }
@@ -305,12 +293,8 @@ impl Triggers {
                 });
                 self.enqueue(owners.map(|owner| ObjectRef::new(&owner.name)));
             }
-            Event::InitDone => self.enqueue(
-                self.policies
-                    .state()
-                    .iter()
-                    .map(|p| ObjectRef::from_obj(&**p)),
-            ),
+            // A relist may have dropped bindings without a delete event.
+            Event::InitDone => self.enqueue_all(),
             _ => {}
         }
     }
@@ -323,6 +307,15 @@ impl Triggers {
         self.enqueue(policies.iter().map(|p| ObjectRef::from_obj(&**p)));
         // The receiver is gone only during shutdown, when nothing needs the update.
         let _ = self.tenant_tx.send(tenant);
+    }
+
+    fn enqueue_all(&self) {
+        self.enqueue(
+            self.policies
+                .state()
+                .iter()
+                .map(|p| ObjectRef::from_obj(&**p)),
+        );
     }
 
     fn enqueue(&self, policies: impl IntoIterator<Item = ObjectRef<AccessPolicy>>) {
@@ -1172,20 +1165,14 @@ mod tests {
             }
         });
 
-        let result = reconcile(Arc::new(policy.clone()), context(client, &policy, None)).await;
+        let context = context(client, &policy, None);
+
+        let result = reconcile(Arc::new(policy.clone()), context.clone()).await;
 
         let error = result.unwrap_err();
         assert_eq!(error.category(), "apply");
         assert_eq!(
-            error_policy(
-                Arc::new(policy),
-                &error,
-                context(
-                    fake_client(|_, _, _| (500, json!({}))).0,
-                    &self::policy(),
-                    None
-                )
-            ),
+            error_policy(Arc::new(policy), &error, context),
             Action::requeue(ERROR_BACKOFF)
         );
         let recorded = recorded.lock().unwrap();
