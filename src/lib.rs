@@ -1,6 +1,7 @@
 //! scim-operator: provision users and groups into Kubernetes over SCIM 2.0 and turn them
 //! into access.
 
+pub mod connections;
 pub mod controller;
 pub mod resources;
 pub mod scim;

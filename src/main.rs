@@ -2,23 +2,23 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use scim_operator::controller::{self, ControllerSettings};
+use scim_operator::connections::{self, Connection};
+use scim_operator::controller::ControllerSettings;
 use scim_operator::resources::crds_yaml;
-use scim_operator::scim::auth::{Authenticator, generate_token};
+use scim_operator::scim::auth::{ConnectionState, generate_token};
 use scim_operator::scim::service::ServiceSettings;
-use scim_operator::server;
-use tokio::sync::watch;
-use tracing::info;
+use scim_operator::server::{self, ClusterOptions, LocalOptions};
 
 /// Provision users and groups into Kubernetes over SCIM 2.0 and turn them into access.
+///
+/// Every flag can also be set with the environment variable shown next to it.
 #[derive(Parser)]
-#[command(name = "scim-operator", version, about)]
+#[command(name = "scim-operator", version, about, long_about)]
 struct Cli {
-    /// Log format.
+    /// Log format: text for people, json for log pipelines.
     #[arg(
         long,
         env = "SCIM_OPERATOR_LOG_FORMAT",
@@ -42,15 +42,15 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Serve SCIM without a cluster: objects are YAML files under --data, and the bindings
-    /// the policies in <data>/policies imply are written under <data>/output.
+    /// that the policies in <data>/policies imply are written under <data>/output.
     Local {
         /// Address to listen on.
         #[arg(long, env = "SCIM_OPERATOR_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Folder for the data, the policies and the output.
+        /// Folder for the identities, the policies and the output.
         #[arg(long, env = "SCIM_OPERATOR_DATA")]
         data: PathBuf,
-        /// Tenant (namespace) the token writes into.
+        /// Tenant the token writes into (the namespace the policies name as `tenant`).
         #[arg(long, env = "SCIM_OPERATOR_TENANT", default_value = "default")]
         tenant: String,
         #[command(flatten)]
@@ -58,23 +58,118 @@ enum Command {
     },
     /// Serve SCIM and run the controller against the cluster in KUBECONFIG (or in-cluster).
     Run {
-        /// Address to listen on.
+        /// Address the SCIM API listens on.
         #[arg(long, env = "SCIM_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
-        /// Namespace (tenant) that holds the ScimUsers and ScimGroups of this connection.
+        /// Address of /metrics, /healthz and /readyz; none when unset.
+        #[arg(long, env = "SCIM_OPERATOR_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
+        /// Tenant namespace of SCIM_OPERATOR_TOKEN, and the only namespace whose identities
+        /// are served. When unset, tokens come from connections and every namespace is
+        /// served.
         #[arg(long, env = "SCIM_OPERATOR_NAMESPACE")]
-        namespace: String,
+        namespace: Option<String>,
+        /// Namespace holding connections and token hashes (normally the operator's own).
+        #[arg(long, env = "SCIM_OPERATOR_OPERATOR_NAMESPACE")]
+        operator_namespace: Option<String>,
+        /// Run the controller only while holding a Lease, so one replica reconciles.
+        #[arg(long, env = "SCIM_OPERATOR_LEADER_ELECTION")]
+        leader_election: bool,
+        /// Name of the Lease, in the operator namespace.
+        #[arg(
+            long,
+            env = "SCIM_OPERATOR_LEASE_NAME",
+            default_value = "scim-operator-leader"
+        )]
+        lease_name: String,
         /// Serve SCIM only; do not run the controller.
         #[arg(long, env = "SCIM_OPERATOR_NO_CONTROLLER")]
         no_controller: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Manage the access tokens of IdP connections.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+        #[command(flatten)]
+        target: OperatorNamespace,
+    },
+    /// Manage IdP connections: which tenant namespace each writes into, and its state.
+    Connection {
+        #[command(subcommand)]
+        action: ConnectionAction,
+        #[command(flatten)]
+        target: OperatorNamespace,
+    },
+}
+
+#[derive(Args)]
+struct OperatorNamespace {
+    /// Namespace holding connections and token hashes.
+    #[arg(
+        long,
+        env = "SCIM_OPERATOR_OPERATOR_NAMESPACE",
+        default_value = "scim-operator",
+        global = true
+    )]
+    operator_namespace: String,
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token for a connection and print it once; only its hash is stored.
+    Create {
+        /// The connection the token authenticates.
+        #[arg(long)]
+        connection: String,
+    },
+    /// List tokens (names and dates, never the tokens).
+    List {
+        /// Only the tokens of this connection.
+        #[arg(long)]
+        connection: Option<String>,
+    },
+    /// Revoke a token: the IdP using it is refused at once.
+    Revoke {
+        /// Name of the token, as `token list` prints it.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionAction {
+    /// Create or update a connection.
+    Create {
+        /// Name of the connection, such as okta-prod.
+        name: String,
+        /// Namespace its users and groups are written into.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// List connections.
+    List,
+    /// Answer the connection's requests with 503 and Retry-After until resumed.
+    Pause {
+        /// Name of the connection.
+        name: String,
+    },
+    /// Serve the connection's requests again.
+    Resume {
+        /// Name of the connection.
+        name: String,
+    },
+    /// Refuse the connection's requests with 403; its identities stay.
+    Disable {
+        /// Name of the connection.
+        name: String,
+    },
 }
 
 #[derive(Args)]
 struct CommonArgs {
-    /// Bearer token the IdP sends. Generated and printed once when unset.
+    /// Bearer token the IdP sends, from the environment only. In the local mode, and with
+    /// --namespace, one is generated and printed once when unset.
     #[arg(
         long = "token-from-env",
         env = "SCIM_OPERATOR_TOKEN",
@@ -110,8 +205,14 @@ impl CommonArgs {
         }
     }
 
+    fn service_settings(&self) -> ServiceSettings {
+        ServiceSettings {
+            max_page_size: self.max_page_size,
+        }
+    }
+
     /// The token from the environment, or a new one printed once to stderr.
-    fn token(&self) -> String {
+    fn token_or_generate(&self) -> String {
         match &self.token {
             Some(token) if !token.is_empty() => token.clone(),
             _ => {
@@ -136,33 +237,10 @@ fn init_telemetry(format: LogFormat) {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM, and tells every watcher of the returned channel.
-fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            if let Ok(mut s) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                s.recv().await;
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term => {},
-        }
-        info!("shutting down");
-        let _ = tx.send(true);
-    });
-    rx
-}
-
-async fn wait_for(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
+async fn client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("failed to load a kubeconfig (KUBECONFIG) or the in-cluster configuration")
 }
 
 #[tokio::main]
@@ -171,7 +249,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => {
             print!("{}", crds_yaml().context("failed to render the CRDs")?);
-            Ok(())
         }
         Command::Local {
             listen,
@@ -180,55 +257,122 @@ async fn main() -> anyhow::Result<()> {
             common,
         } => {
             init_telemetry(cli.log_format);
-            let auth = Arc::new(Authenticator::single(&common.token(), &tenant));
-            let store = server::open_embedded(&data.join("store"))
-                .context("failed to open the data folder")?;
-            let stop = shutdown_signal();
-            let local = controller::local::run_local(
-                data.clone(),
-                store.clone(),
-                server::store_changes(&store),
-                common.controller_settings(),
-                wait_for(stop.clone()),
-            );
-            let settings = ServiceSettings {
-                max_page_size: common.max_page_size,
+            let options = LocalOptions {
+                listen,
+                data,
+                tenant,
+                token: common.token_or_generate(),
+                public_url: common.public_url.clone(),
+                service: common.service_settings(),
+                controller: common.controller_settings(),
             };
-            let state = server::app_state(store, auth, common.public_url.clone(), settings);
-            let serving = server::serve(listen, state, wait_for(stop));
-            let (served, reconciled) = tokio::join!(serving, local);
-            served.context("the SCIM server failed")?;
-            reconciled.context("the controller failed")?;
-            Ok(())
+            server::run_local(options).await?;
         }
         Command::Run {
             listen,
+            metrics_listen,
             namespace,
+            operator_namespace,
+            leader_election,
+            lease_name,
             no_controller,
             common,
         } => {
             init_telemetry(cli.log_format);
-            let auth = Arc::new(Authenticator::single(&common.token(), &namespace));
-            let client = kube::Client::try_default()
-                .await
-                .context("failed to load a kubeconfig or in-cluster configuration")?;
-            let store = server::open_kube(client.clone(), Some(&namespace)).await;
-            let stop = shutdown_signal();
-            let settings = ServiceSettings {
-                max_page_size: common.max_page_size,
+            let static_token = match (&namespace, &operator_namespace) {
+                (Some(_), None) => Some(common.token_or_generate()),
+                (Some(_), Some(_)) => common.token.clone().filter(|t| !t.is_empty()),
+                (None, Some(_)) => None,
+                (None, None) => anyhow::bail!(
+                    "set --namespace (with SCIM_OPERATOR_TOKEN) or --operator-namespace (with \
+                     connections and tokens), or both"
+                ),
             };
-            let state = server::app_state(store, auth, common.public_url.clone(), settings);
-            let serving = server::serve(listen, state, wait_for(stop.clone()));
-            if no_controller {
-                serving.await.context("the SCIM server failed")?;
-                return Ok(());
+            let options = ClusterOptions {
+                listen,
+                metrics_listen,
+                namespace,
+                operator_namespace,
+                static_token,
+                leader_election,
+                lease_name,
+                run_controller: !no_controller,
+                public_url: common.public_url.clone(),
+                service: common.service_settings(),
+                controller: common.controller_settings(),
+            };
+            server::run_cluster(client().await?, options).await?;
+        }
+        Command::Token { action, target } => {
+            let ns = target.operator_namespace;
+            match action {
+                TokenAction::Create { connection } => {
+                    let (name, token) =
+                        connections::create_token(client().await?, &ns, &connection).await?;
+                    eprintln!(
+                        "created token {name} for connection {connection}; it is shown once:"
+                    );
+                    println!("{token}");
+                }
+                TokenAction::List { connection } => {
+                    let tokens =
+                        connections::list_tokens(client().await?, &ns, connection.as_deref())
+                            .await?;
+                    println!("{:<40} {:<24} CREATED", "NAME", "CONNECTION");
+                    for t in tokens {
+                        println!("{:<40} {:<24} {}", t.name, t.connection, t.created);
+                    }
+                }
+                TokenAction::Revoke { name } => {
+                    connections::revoke_token(client().await?, &ns, &name).await?;
+                    println!("revoked token {name}");
+                }
             }
-            let reconciling =
-                controller::kube::run(client, common.controller_settings(), wait_for(stop));
-            let (served, reconciled) = tokio::join!(serving, reconciling);
-            served.context("the SCIM server failed")?;
-            reconciled.context("the controller failed")?;
-            Ok(())
+        }
+        Command::Connection { action, target } => {
+            let ns = target.operator_namespace;
+            let client = client().await?;
+            let set_state = |name: String, state: ConnectionState| {
+                let (client, ns) = (client.clone(), ns.clone());
+                async move {
+                    let mut connection =
+                        connections::get_connection(client.clone(), &ns, &name).await?;
+                    connection.state = state;
+                    connections::apply_connection(client, &ns, &connection).await?;
+                    println!("connection {name} is {}", state.as_str());
+                    anyhow::Ok(())
+                }
+            };
+            match action {
+                ConnectionAction::Create { name, tenant } => {
+                    let connection = Connection {
+                        name: name.clone(),
+                        tenant,
+                        state: ConnectionState::Active,
+                    };
+                    connections::apply_connection(client, &ns, &connection).await?;
+                    println!(
+                        "connection {name} writes into namespace {}",
+                        connection.tenant
+                    );
+                }
+                ConnectionAction::List => {
+                    println!("{:<24} {:<32} STATE", "NAME", "TENANT");
+                    for c in connections::list_connections(client, &ns).await? {
+                        println!("{:<24} {:<32} {}", c.name, c.tenant, c.state.as_str());
+                    }
+                }
+                ConnectionAction::Pause { name } => {
+                    set_state(name, ConnectionState::Paused).await?
+                }
+                ConnectionAction::Resume { name } => {
+                    set_state(name, ConnectionState::Active).await?
+                }
+                ConnectionAction::Disable { name } => {
+                    set_state(name, ConnectionState::Disabled).await?
+                }
+            }
         }
     }
+    Ok(())
 }

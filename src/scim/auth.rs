@@ -6,6 +6,39 @@ use std::sync::RwLock;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// Whether a connection's IdP may provision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Requests are served.
+    #[default]
+    Active,
+    /// Requests answer 503 with Retry-After, so the IdP retries later; nothing is lost.
+    Paused,
+    /// Requests are refused with 403; identities stay in place.
+    Disabled,
+}
+
+impl ConnectionState {
+    /// Parses the state as written in a connection's settings.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "active" | "" => Some(Self::Active),
+            "paused" => Some(Self::Paused),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+
+    /// The state as written in a connection's settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
 /// One accepted token.
 #[derive(Debug, Clone)]
 pub struct TokenEntry {
@@ -13,14 +46,17 @@ pub struct TokenEntry {
     pub hash: [u8; 32],
     /// The tenant the token writes into.
     pub tenant: String,
-    /// A label for logs (never the token).
-    pub label: String,
+    /// The connection the token belongs to (never the token itself).
+    pub connection: String,
+    /// Whether the connection is active, paused or disabled.
+    pub state: ConnectionState,
 }
 
 /// The set of accepted tokens; it can be swapped at run time, so revocation is immediate.
 #[derive(Debug, Default)]
 pub struct Authenticator {
     entries: RwLock<Vec<TokenEntry>>,
+    fixed: RwLock<Vec<TokenEntry>>,
 }
 
 /// Hashes a token the way it is stored.
@@ -38,17 +74,28 @@ impl Authenticator {
     /// An authenticator holding one token for one tenant.
     pub fn single(token: &str, tenant: &str) -> Self {
         let auth = Self::default();
-        auth.replace(vec![TokenEntry {
+        auth.set_fixed(vec![TokenEntry {
             hash: hash_token(token),
             tenant: tenant.to_string(),
-            label: "static".to_string(),
+            connection: "static".to_string(),
+            state: ConnectionState::Active,
         }]);
         auth
     }
 
-    /// Replaces the accepted tokens.
+    /// An authenticator that accepts no token until [`Authenticator::replace`] is called.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the tokens that come from connections.
     pub fn replace(&self, entries: Vec<TokenEntry>) {
         *self.entries.write().unwrap_or_else(|e| e.into_inner()) = entries;
+    }
+
+    /// Sets the tokens given at start (from the environment), kept beside the others.
+    pub fn set_fixed(&self, entries: Vec<TokenEntry>) {
+        *self.fixed.write().unwrap_or_else(|e| e.into_inner()) = entries;
     }
 
     /// The tenant of a presented token. Every entry is compared, in constant time, so the
@@ -56,8 +103,9 @@ impl Authenticator {
     pub fn authenticate(&self, token: &str) -> Option<TokenEntry> {
         let presented = hash_token(token);
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let fixed = self.fixed.read().unwrap_or_else(|e| e.into_inner());
         let mut found = None;
-        for entry in entries.iter() {
+        for entry in entries.iter().chain(fixed.iter()) {
             if bool::from(entry.hash.ct_eq(&presented)) && found.is_none() {
                 found = Some(entry.clone());
             }

@@ -14,7 +14,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 use tracing::debug;
 
-use super::auth::{Authenticator, TokenEntry};
+use super::auth::{Authenticator, ConnectionState, TokenEntry};
 use super::error::ScimError;
 use super::normalize::parse_attribute_list;
 use super::schema::{GROUP, USER, resource_type_to_json, schema_to_json};
@@ -158,6 +158,30 @@ async fn authenticate(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     };
+    match entry.state {
+        ConnectionState::Active => {}
+        ConnectionState::Paused => {
+            let mut response = ScimError::status(
+                503,
+                format!("connection {:?} is paused; retry later", entry.connection),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return response;
+        }
+        ConnectionState::Disabled => {
+            return ScimError::status(
+                403,
+                format!(
+                    "connection {:?} is disabled; an administrator can enable it",
+                    entry.connection
+                ),
+            )
+            .into_response();
+        }
+    }
     let base = base_url(&state, request.headers());
     request.extensions_mut().insert(Tenant { entry, base });
     next.run(request).await
