@@ -756,9 +756,7 @@ async fn apply_identity_statuses(context: &Context, tenant: &str) -> Result<(), 
 }
 
 /// What the controller needs of ClusterRoleBindings and RoleBindings alike.
-trait Binding:
-    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
-{
+trait Binding: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned {
     /// The API that holds this binding.
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
     /// The role granted.
