@@ -17,8 +17,12 @@ use crate::resources::{LAST_MODIFIED_ANNOTATION, ScimGroup, ScimUser};
 use crate::store::kind::{ScimKind, created_of, last_modified_of, new_object, version_of};
 use crate::store::{IndexOf, Store, StoreError};
 
-/// How often a write is retried after another writer changed the object first.
-const MAX_WRITE_ATTEMPTS: usize = 10;
+/// How often a write is retried after another writer changed the object first. Writers of
+/// one busy group (an IdP pushing many memberships at once, through several replicas) win
+/// one at a time, so this is generous; backoff with jitter spreads the retries.
+const MAX_WRITE_ATTEMPTS: usize = 100;
+/// Longest pause between two attempts of one write, in milliseconds.
+const MAX_RETRY_PAUSE_MS: u64 = 50;
 
 /// Settings of the SCIM service.
 #[derive(Debug, Clone)]
@@ -405,7 +409,7 @@ impl ScimService {
         Store: IndexOf<K>,
     {
         let mut current: K = self.find::<K>(tenant, id)?.as_ref().clone();
-        for _ in 0..MAX_WRITE_ATTEMPTS {
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
             if let Some(expected) = if_match
                 && !etag_matches(expected, &version_of(&current))
             {
@@ -432,7 +436,10 @@ impl ScimService {
             };
             match result {
                 Ok(written) => return Ok(self.answer(&written, tenant, base, p)),
-                Err(StoreError::Conflict) if if_match.is_none() => {
+                // Someone else wrote first (another request, another replica, or the
+                // controller's status). Read the object again and re-apply the change; an
+                // If-Match is checked again against what was read, at the top of the loop.
+                Err(StoreError::Conflict) => {
                     let name = current.name_any();
                     current = match self
                         .store
@@ -443,12 +450,9 @@ impl ScimService {
                         Some(live) if live.scim_id() == id => live,
                         _ => self.find::<K>(tenant, id)?.as_ref().clone(),
                     };
-                }
-                Err(StoreError::Conflict) => {
-                    return Err(ScimError::status(
-                        412,
-                        "the resource's version does not match If-Match",
-                    ));
+                    let pause =
+                        rand::random_range(0..=MAX_RETRY_PAUSE_MS.min(1 + attempt as u64 * 5));
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                 }
                 Err(StoreError::AlreadyExists) => {
                     return Err(self.uniqueness_error::<K>(&new_unique));

@@ -52,6 +52,7 @@ impl EmbeddedBackend {
         *version += 1;
         let meta = stored.meta_mut();
         meta.resource_version = Some(version.to_string());
+        meta.generation = Some(1);
         meta.uid = Some(uuid::Uuid::new_v4().to_string());
         meta.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::now(),
@@ -71,6 +72,10 @@ impl EmbeddedBackend {
         *version += 1;
         stored.meta_mut().resource_version = Some(version.to_string());
         stored.meta_mut().creation_timestamp = current.meta().creation_timestamp.clone();
+        // As the API server does for custom resources with a status subresource.
+        let changed = stored.spec() != current.spec();
+        let generation = current.meta().generation.unwrap_or(1);
+        stored.meta_mut().generation = Some(if changed { generation + 1 } else { generation });
         write_file(&path, &stored)?;
         Ok(stored)
     }

@@ -29,7 +29,7 @@ pub trait ScimKind:
     + 'static
 {
     /// The kube spec type.
-    type Spec: Clone + Debug + Send + Sync;
+    type Spec: Clone + Debug + PartialEq + Send + Sync;
 
     /// SCIM resource type name (`User`, `Group`).
     const RESOURCE_TYPE: &'static str;
@@ -282,9 +282,16 @@ pub fn last_modified_of<K: ScimKind>(obj: &K) -> String {
         .unwrap_or_else(|| created_of(obj))
 }
 
-/// The ETag of an object: a weak validator over its resourceVersion.
+/// The ETag of an object: a weak validator over its uid and generation. The generation
+/// moves only when the spec changes, so the controller's status writes do not turn an IdP's
+/// `If-Match` stale; the uid tells apart objects that replaced each other under one name.
 pub fn version_of<K: ScimKind>(obj: &K) -> String {
-    format!("W/\"{}\"", obj.resource_version().unwrap_or_default())
+    let uid = obj.uid().unwrap_or_default();
+    let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    format!(
+        "W/\"{short}.{}\"",
+        obj.meta().generation.unwrap_or_default()
+    )
 }
 
 #[cfg(test)]

@@ -62,7 +62,11 @@ impl Server {
 /// Starts the binary with the given arguments and waits until it answers.
 pub fn start_server(args: &[&str], envs: &[(&str, &str)], log_dir: &Path) -> Server {
     let port = free_port();
-    let token = format!("test-token-{}", uuid_like());
+    let token = envs
+        .iter()
+        .find(|(k, _)| *k == "SCIM_OPERATOR_TOKEN")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| format!("test-token-{}", uuid_like()));
     let listen = format!("127.0.0.1:{port}");
     let log = log_dir.join(format!("server-{port}.log"));
     let log_file = std::fs::File::create(&log).expect("the log folder is writable");
@@ -86,7 +90,8 @@ pub fn start_server(args: &[&str], envs: &[(&str, &str)], log_dir: &Path) -> Ser
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok((200, _)) = get(&server, "/ServiceProviderConfig") {
+        // Any answer means it listens; a server with only connection tokens answers 401.
+        if get(&server, "/ServiceProviderConfig").is_ok() {
             return server;
         }
         std::thread::sleep(Duration::from_millis(100));
