@@ -356,7 +356,10 @@ pub async fn revoke_token(
         .get_metadata_opt(name)
         .await
         .map_err(api_error(format!("read token {name}")))?;
-    if !found.is_some_and(|s| s.labels().get(TOKEN_LABEL).map(String::as_str) == Some("true")) {
+    let is_token = |s: &kube::core::PartialObjectMeta<Secret>| {
+        s.labels().get(TOKEN_LABEL).map(String::as_str) == Some("true")
+    };
+    if !found.as_ref().is_some_and(is_token) {
         return Err(ConnectionError::UnknownToken(name.to_string()));
     }
     api.delete(name, &DeleteParams::default())

@@ -1,6 +1,7 @@
 //! The Helm chart in `charts/scim-operator`: it lints, renders least-privilege RBAC and a
 //! hardened Deployment, rejects bad values, ships the generated CRDs, keeps the initial token
 //! across upgrades, and renders manifests that a real API server accepts.
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 mod common;
 

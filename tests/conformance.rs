@@ -1,5 +1,6 @@
 //! The SCIM conformance tester `scim2-tester` (PyPI) against the local mode: no check may
 //! fail. Install it with `scripts/install-test-tools`.
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The in-cluster controller against a real API server: policies turn the active members of
 //! their groups into bindings, and every way of losing access shows up in the bindings.
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -230,7 +231,7 @@ fn user(tenant: &str, name: &str, user_name: &str) -> ScimUser {
     let spec = ScimUserSpec {
         id: format!("id-{name}"),
         user_name: user_name.into(),
-        active: true,
+        active: Some(true),
         ..Default::default()
     };
     let mut user = ScimUser::new(name, spec);

@@ -1,5 +1,6 @@
 //! `crds/` must hold exactly what `scim-operator crds` prints, and a real API server must
 //! accept it and print the columns users look at.
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! group, the membership, an AccessPolicy, the RoleBinding, and the subject gone after
 //! deactivation. Run against the local mode and against `scim-operator run` on a real API
 //! server.
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Every recorded IdP flow in `tests/idp-cases/` replayed against the local mode and, when
 //! an API server is available, against `scim-operator run`.
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Several `scim-operator run` replicas on one real API server: concurrent writes to one
 //! group through two replicas lose nothing, and tokens managed through connections are
 //! honoured by every replica (revocation at once, pause with Retry-After).
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 mod common;
 

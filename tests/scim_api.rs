@@ -1,5 +1,6 @@
 //! The SCIM router in-process (no sockets) over the embedded store: authentication, hostile
 //! input, all-or-nothing writes, versions and concurrency.
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 use std::sync::Arc;
 

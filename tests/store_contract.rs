@@ -1,5 +1,6 @@
 //! One set of contract tests for the store, run against the embedded backend and, when an
 //! API server is available, against the Kubernetes backend.
+#![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 mod common;
 
@@ -15,7 +16,7 @@ fn user(tenant: &str, user_name: &str) -> ScimUser {
     let spec = ScimUserSpec {
         id: id.clone(),
         user_name: user_name.into(),
-        active: true,
+        active: Some(true),
         ..Default::default()
     };
     new_object(
@@ -66,7 +67,7 @@ async fn contract(store: Arc<Store>, tenant: &str) {
 
     // A replace with a stale version is refused; a current one succeeds.
     let mut first = created.clone();
-    first.spec.active = false;
+    first.spec.active = Some(false);
     let replaced = store
         .replace(&first)
         .await
@@ -82,7 +83,7 @@ async fn contract(store: Arc<Store>, tenant: &str) {
         .await
         .expect("live read")
         .expect("exists");
-    assert!(!live.spec.active);
+    assert!(!live.spec.is_active());
 
     // A delete frees the userName at once.
     store.delete(&replaced).await.expect("delete");

@@ -459,7 +459,7 @@ fn build_subjects<U: Borrow<ScimUser>>(
                 .members
                 .iter()
                 .filter_map(|m| by_id.get(m.value.as_str()));
-            for user in members.filter(|u| u.spec.active) {
+            for user in members.filter(|u| u.spec.is_active()) {
                 let name = format!("{}{}", settings.user_prefix, user.spec.user_name);
                 subjects.push(build_subject(USER_SUBJECT, name));
             }
@@ -504,7 +504,7 @@ fn index_users<'a, U: Borrow<ScimUser>>(
         by_id
             .entry(user.spec.id.as_str())
             .and_modify(|known| {
-                if !user.spec.active {
+                if !user.spec.is_active() {
                     *known = user;
                 }
             })
@@ -688,7 +688,7 @@ mod tests {
             ScimUserSpec {
                 id: id.into(),
                 user_name: user_name.into(),
-                active,
+                active: Some(active),
                 ..ScimUserSpec::default()
             },
         );
@@ -917,7 +917,7 @@ mod tests {
         let (mut users, groups) = directory();
         users.retain(|u| u.spec.id != "u-carol");
         for user in &mut users {
-            user.spec.active = false;
+            user.spec.active = Some(false);
         }
         let policy = policy(vec![by_name("Analysts")], vec![cluster_role("view", &[])]);
 

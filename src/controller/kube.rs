@@ -948,7 +948,7 @@ mod tests {
         let spec = ScimUserSpec {
             id: id.into(),
             user_name: user_name.into(),
-            active,
+            active: Some(active),
             ..Default::default()
         };
         let mut user = ScimUser::new(id, spec);

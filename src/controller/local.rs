@@ -593,7 +593,7 @@ metadata:
                 let spec = ScimUserSpec {
                     id: id.into(),
                     user_name: name.into(),
-                    active: true,
+                    active: Some(true),
                     ..Default::default()
                 };
                 let mut user = ScimUser::new(id, spec);
@@ -624,7 +624,7 @@ metadata:
                 .iter_mut()
                 .filter(|u| u.spec.id == id)
             {
-                user.spec.active = false;
+                user.spec.active = Some(false);
             }
         }
     }

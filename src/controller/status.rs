@@ -48,9 +48,9 @@ pub fn build_policy_status(
         .unwrap_or_default();
     AccessPolicyStatus {
         observed_generation: generation,
-        group_count: to_u32(desired.outcome.groups.len()),
-        subject_count: to_u32(desired.outcome.subjects.len()),
-        binding_count: to_u32(desired.binding_count()),
+        group_count: to_count(desired.outcome.groups.len()),
+        subject_count: to_count(desired.outcome.subjects.len()),
+        binding_count: to_count(desired.binding_count()),
         conditions: compute_conditions(
             desired,
             apply_failure,
@@ -145,7 +145,7 @@ where
     let groups: Vec<&ScimGroup> = groups.iter().map(Borrow::borrow).collect();
     let active_by_id: HashMap<&str, bool> = users
         .iter()
-        .map(|u| (u.spec.id.as_str(), u.spec.active))
+        .map(|u| (u.spec.id.as_str(), u.spec.is_active()))
         .collect();
     let group_ids: HashSet<&str> = groups.iter().map(|g| g.spec.id.as_str()).collect();
 
@@ -159,13 +159,13 @@ where
             .map(|m| m.value.as_str())
             .collect();
         let mut status = ScimGroupStatus {
-            member_count: to_u32(members.len()),
+            member_count: to_count(members.len()),
             ..Default::default()
         };
         for member in members {
             match active_by_id.get(member) {
                 Some(active) => {
-                    status.active_member_count += u32::from(*active);
+                    status.active_member_count += i64::from(*active);
                     groups_of_user
                         .entry(member)
                         .or_default()
@@ -188,7 +188,7 @@ where
         statuses.users.insert(
             name.clone(),
             ScimUserStatus {
-                group_count: to_u32(groups.len()),
+                group_count: to_count(groups.len()),
                 groups,
             },
         );
@@ -212,8 +212,8 @@ fn build_message(items: &[String]) -> String {
     message
 }
 
-fn to_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
+fn to_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -392,7 +392,7 @@ mod tests {
             ScimUserSpec {
                 id: id.into(),
                 user_name: name.into(),
-                active,
+                active: Some(active),
                 ..Default::default()
             },
         )

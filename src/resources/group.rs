@@ -17,18 +17,10 @@ use serde::{Deserialize, Serialize};
     status = "ScimGroupStatus",
     shortname = "sg",
     category = "scim",
-    printcolumn(
-        name = "DisplayName",
-        type_ = "string",
-        json_path = ".spec.displayName"
-    ),
-    printcolumn(name = "Members", type_ = "integer", json_path = ".status.memberCount"),
-    printcolumn(name = "Id", type_ = "string", json_path = ".spec.id", priority = 1),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "DisplayName", "type": "string", "jsonPath": ".spec.displayName"}"#,
+    printcolumn = r#"{"name": "Members", "type": "integer", "jsonPath": ".status.memberCount"}"#,
+    printcolumn = r#"{"name": "Id", "type": "string", "jsonPath": ".spec.id", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScimGroupSpec {
@@ -64,10 +56,10 @@ pub struct GroupMember {
 pub struct ScimGroupStatus {
     /// Number of members.
     #[serde(default)]
-    pub member_count: u32,
+    pub member_count: i64,
     /// Number of members that are active users.
     #[serde(default)]
-    pub active_member_count: u32,
+    pub active_member_count: i64,
     /// Member ids that name no user of this tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved_members: Vec<String>,

@@ -17,23 +17,11 @@ use serde::{Deserialize, Serialize};
     status = "AccessPolicyStatus",
     shortname = "ap",
     category = "scim",
-    printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenant"),
-    printcolumn(name = "Groups", type_ = "integer", json_path = ".status.groupCount"),
-    printcolumn(
-        name = "Subjects",
-        type_ = "integer",
-        json_path = ".status.subjectCount"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Tenant", "type": "string", "jsonPath": ".spec.tenant"}"#,
+    printcolumn = r#"{"name": "Groups", "type": "integer", "jsonPath": ".status.groupCount"}"#,
+    printcolumn = r#"{"name": "Subjects", "type": "integer", "jsonPath": ".status.subjectCount"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicySpec {
@@ -104,13 +92,13 @@ pub struct AccessPolicyStatus {
     pub observed_generation: Option<i64>,
     /// Number of selected groups that exist.
     #[serde(default)]
-    pub group_count: u32,
+    pub group_count: i64,
     /// Number of distinct subjects granted.
     #[serde(default)]
-    pub subject_count: u32,
+    pub subject_count: i64,
     /// Number of bindings owned.
     #[serde(default)]
-    pub binding_count: u32,
+    pub binding_count: i64,
     /// Ready and Degraded conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -17,15 +17,11 @@ use serde::{Deserialize, Serialize};
     status = "ScimUserStatus",
     shortname = "su",
     category = "scim",
-    printcolumn(name = "UserName", type_ = "string", json_path = ".spec.userName"),
-    printcolumn(name = "Active", type_ = "boolean", json_path = ".spec.active"),
-    printcolumn(name = "Groups", type_ = "integer", json_path = ".status.groupCount"),
-    printcolumn(name = "Id", type_ = "string", json_path = ".spec.id", priority = 1),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "UserName", "type": "string", "jsonPath": ".spec.userName"}"#,
+    printcolumn = r#"{"name": "Active", "type": "boolean", "jsonPath": ".spec.active"}"#,
+    printcolumn = r#"{"name": "Groups", "type": "integer", "jsonPath": ".status.groupCount"}"#,
+    printcolumn = r#"{"name": "Id", "type": "string", "jsonPath": ".spec.id", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScimUserSpec {
@@ -33,9 +29,10 @@ pub struct ScimUserSpec {
     pub id: String,
     /// Unique identifier for the user, typically the sign-in name or email.
     pub user_name: String,
-    /// Whether the user may hold access. Inactive users keep their records.
-    #[serde(default = "default_true")]
-    pub active: bool,
+    /// Whether the user may hold access; unset counts as active. Inactive users keep their
+    /// records and memberships but hold no access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
     /// Identifier of the user in the identity provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
@@ -95,8 +92,12 @@ pub struct ScimUserSpec {
     pub enterprise: Option<EnterpriseUser>,
 }
 
-fn default_true() -> bool {
-    true
+impl ScimUserSpec {
+    /// Whether the user may hold access: only an explicit `active: false` takes it away,
+    /// as IdPs that omit the attribute provision users they mean to be active.
+    pub fn is_active(&self) -> bool {
+        self.active != Some(false)
+    }
 }
 
 /// Observed state of a ScimUser, kept by the controller.
@@ -105,7 +106,7 @@ fn default_true() -> bool {
 pub struct ScimUserStatus {
     /// Number of groups the user is a member of.
     #[serde(default)]
-    pub group_count: u32,
+    pub group_count: i64,
     /// Display names of the groups the user is a member of, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,

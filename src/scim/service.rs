@@ -581,33 +581,32 @@ impl ScimService {
             Some(found) => found,
             None => index.iter().collect(),
         };
-        let mut matched: Vec<(&Arc<K>, Option<Value>)> = Vec::new();
-        for obj in candidates {
-            match &filter {
-                Some(f) => {
-                    let body = self.represent_with(obj.as_ref(), tenant, base, true);
-                    if f.matches(&body, schema) {
-                        matched.push((obj, Some(body)));
-                    }
-                }
-                None => matched.push((obj, None)),
-            }
-        }
+        let mut matched: Vec<&Arc<K>> = match &filter {
+            Some(f) => candidates
+                .into_iter()
+                .filter(|obj| {
+                    f.matches(
+                        &self.represent_with(obj.as_ref(), tenant, base, true),
+                        schema,
+                    )
+                })
+                .collect(),
+            None => candidates,
+        };
         if let Some(sort_by) = &query.sort_by {
             let path = AttrPath::parse(sort_by).ok_or_else(|| {
                 ScimError::invalid_value(format!("sortBy {sort_by:?} is not an attribute"))
             })?;
-            let mut keyed: Vec<(Option<Value>, (&Arc<K>, Option<Value>))> = matched
+            let mut keyed: Vec<(Option<Value>, &Arc<K>)> = matched
                 .into_iter()
-                .map(|(obj, body)| {
-                    let body_ref = body
-                        .clone()
-                        .unwrap_or_else(|| self.represent_with(obj.as_ref(), tenant, base, false));
-                    (sort_key(&body_ref, &path, schema), (obj, body))
+                .map(|obj| {
+                    let body = self.represent_with(obj.as_ref(), tenant, base, false);
+                    (sort_key(&body, &path, schema), obj)
                 })
                 .collect();
+            // A stable sort keeps the id order among equal keys, so pages do not shuffle.
             keyed.sort_by(|a, b| compare_keys(&a.0, &b.0, query.sort_descending));
-            matched = keyed.into_iter().map(|(_, item)| item).collect();
+            matched = keyed.into_iter().map(|(_, obj)| obj).collect();
         }
         let total = matched.len();
         let count = query
@@ -625,19 +624,14 @@ impl ScimService {
                 Cursor::AfterId(id) if query.sort_by.is_none() => {
                     let n = matched
                         .iter()
-                        .take_while(|(o, _)| o.scim_id() <= id.as_str())
+                        .take_while(|o| o.scim_id() <= id.as_str())
                         .count();
                     (n, n + 1)
                 }
                 Cursor::AfterId(_) => return Err(invalid_cursor()),
             },
         };
-        let page: Vec<&Arc<K>> = matched
-            .iter()
-            .skip(skip)
-            .take(count)
-            .map(|(o, _)| *o)
-            .collect();
+        let page: Vec<&Arc<K>> = matched.iter().skip(skip).take(count).copied().collect();
         let next_cursor = match (&query.cursor, page.last()) {
             (Some(_), Some(last)) if skip + page.len() < total => {
                 Some(if query.sort_by.is_none() {

@@ -290,7 +290,7 @@ mod tests {
         let spec = ScimUserSpec {
             id: id.into(),
             user_name: name.into(),
-            active: true,
+            active: Some(true),
             ..Default::default()
         };
         let mut obj: ScimUser = new_object("t", spec, id, "c", "m");
@@ -319,7 +319,7 @@ mod tests {
     fn an_older_version_does_not_replace_a_newer_one() {
         let index = Index::default();
         let mut newer = user("a", "1", "7", "u1");
-        newer.spec.active = false;
+        newer.spec.active = Some(false);
         index.upsert(newer);
         index.upsert(user("a", "1", "6", "u1"));
         let read = index.read();
@@ -330,7 +330,7 @@ mod tests {
                 .get_by_id("1")
                 .unwrap()
                 .spec
-                .active
+                .is_active()
         );
     }
 
