@@ -3,7 +3,11 @@
 
 pub mod connections;
 pub mod controller;
+pub mod leader;
+pub mod platform;
+pub mod render;
 pub mod resources;
 pub mod scim;
 pub mod server;
 pub mod store;
+pub mod telemetry;

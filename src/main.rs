@@ -1,5 +1,6 @@
 //! The `scim-operator` command line: parse settings, start telemetry, then run one mode.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -7,6 +8,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use scim_operator::connections::{self, Connection};
 use scim_operator::controller::ControllerSettings;
+use scim_operator::platform::{PlatformTarget, parse_platform_targets};
+use scim_operator::render::{self, Source};
 use scim_operator::resources::crds_yaml;
 use scim_operator::scim::auth::{ConnectionState, generate_token};
 use scim_operator::scim::service::ServiceSettings;
@@ -41,6 +44,39 @@ enum LogFormat {
 enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Print every object the operator would apply (ClusterRoleBindings, RoleBindings and
+    /// platform config) as YAML in a stable order, for review in a pull request.
+    ///
+    /// Policies that are refused or partly unresolved are reported on stderr.
+    Render {
+        /// Read the objects from the cluster in KUBECONFIG.
+        #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+        from_cluster: bool,
+        /// Read the objects from the *.yaml files under this folder, at any depth.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Print who gains (+) and who loses (-) which access between two states, person by
+    /// person.
+    ///
+    /// Exits 0 when no one's access changes, 1 when someone's does and 2 on error, so that
+    /// CI can tell a change from a failure (`scim-operator diff ... || [ $? -eq 1 ]`).
+    Diff {
+        /// The state before: `cluster`, or a folder of manifests.
+        #[arg(long)]
+        before: Source,
+        /// The state after: `cluster`, or a folder of manifests.
+        #[arg(long, required_unless_present = "after_overlay")]
+        after: Option<Source>,
+        /// The state before with the AccessPolicies under this folder (a pull request's)
+        /// replacing or adding policies by name.
+        #[arg(long, conflicts_with = "after")]
+        after_overlay: Option<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
     /// Serve SCIM without a cluster: objects are YAML files under --data, and the bindings
     /// that the policies in <data>/policies imply are written under <data>/output.
     Local {
@@ -184,6 +220,24 @@ struct CommonArgs {
     /// Largest page a list answers.
     #[arg(long, env = "SCIM_OPERATOR_MAX_PAGE_SIZE", default_value_t = 1000)]
     max_page_size: usize,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// Largest share of a policy's subjects, in percent, that one pass may revoke without an
+    /// explicit reason in the directory (deactivation, deletion, leaving a group); a pass
+    /// that would revoke more keeps them and says so in the policy's Degraded condition.
+    /// 100 turns this guard off.
+    #[arg(
+        long,
+        env = "SCIM_OPERATOR_MAX_REVOCATION_PERCENT",
+        default_value_t = 50.0,
+        value_parser = parse_percent
+    )]
+    max_revocation_percent: f64,
+}
+
+/// What access the policies imply: subject names, allowed roles and platform targets.
+#[derive(Args)]
+struct SettingsArgs {
     /// Prefix of User subjects; match the API server's --oidc-username-prefix.
     #[arg(long, env = "SCIM_OPERATOR_USER_PREFIX", default_value = "")]
     user_prefix: String,
@@ -194,14 +248,52 @@ struct CommonArgs {
     /// Any role when unset.
     #[arg(long, env = "SCIM_OPERATOR_ALLOWED_ROLES", value_delimiter = ',')]
     allowed_roles: Option<Vec<String>>,
+    /// A data platform that receives access configuration, as
+    /// name=NAME,format=json|trino,kind=ConfigMap|Secret,namespace=NS,object=NAME[,tenant=T].
+    /// Repeatable; one value may also list several targets, each starting at name=.
+    #[arg(long = "platform-target", env = "SCIM_OPERATOR_PLATFORM_TARGETS")]
+    platform_targets: Vec<String>,
 }
 
-impl CommonArgs {
+impl SettingsArgs {
+    /// The settings `render` and `diff` build with; the revocation guard only concerns
+    /// passes over existing bindings, which they do not make.
     fn controller_settings(&self) -> ControllerSettings {
         ControllerSettings {
             user_prefix: self.user_prefix.clone(),
             group_prefix: self.group_prefix.clone(),
             allowed_roles: self.allowed_roles.clone(),
+            ..ControllerSettings::default()
+        }
+    }
+
+    fn platform_targets(&self) -> anyhow::Result<Vec<PlatformTarget>> {
+        Ok(parse_platform_targets(&self.platform_targets)?)
+    }
+}
+
+/// A percentage from 0 to 100.
+fn parse_percent(value: &str) -> Result<f64, String> {
+    let percent: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if (0.0..=100.0).contains(&percent) {
+        Ok(percent)
+    } else {
+        Err(format!("{value:?} is not between 0 and 100"))
+    }
+}
+
+impl CommonArgs {
+    fn controller_settings(&self) -> ControllerSettings {
+        ControllerSettings {
+            user_prefix: self.settings.user_prefix.clone(),
+            group_prefix: self.settings.group_prefix.clone(),
+            allowed_roles: self.settings.allowed_roles.clone(),
+            // At 100% no pass can revoke more than all, so the guard is off.
+            max_revocation_ratio: (self.max_revocation_percent < 100.0)
+                .then_some(self.max_revocation_percent / 100.0),
         }
     }
 
@@ -237,6 +329,39 @@ fn init_telemetry(format: LogFormat) {
     }
 }
 
+/// Prints the objects the operator would apply for `source`, and its warnings on stderr.
+async fn render_command(source: Source, settings: &SettingsArgs) -> anyhow::Result<()> {
+    let targets = settings.platform_targets()?;
+    let snapshot = render::fetch_source(&source).await?;
+    let rendered = render::build_rendered(&snapshot, &settings.controller_settings(), &targets)?;
+    for warning in rendered.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    print!("{}", render::build_render_yaml(&rendered)?);
+    Ok(())
+}
+
+/// Prints the access changes between two states; returns whether there are any.
+async fn diff_command(
+    before: Source,
+    after: Option<Source>,
+    after_overlay: Option<PathBuf>,
+    settings: &SettingsArgs,
+) -> anyhow::Result<bool> {
+    let targets = settings.platform_targets()?;
+    let controller = settings.controller_settings();
+    let (first, second) =
+        render::fetch_diff_sides(&before, after.as_ref(), after_overlay.as_deref()).await?;
+    let access = |snapshot| -> anyhow::Result<render::AccessMap> {
+        let rendered = render::build_rendered(snapshot, &controller, &targets)?;
+        Ok(render::build_access(&rendered, &controller))
+    };
+    let changes = render::build_access_diff(&access(&first)?, &access(&second)?);
+    print!("{}", render::format_access_diff(&changes));
+    eprintln!("{}", render::format_access_summary(&changes));
+    Ok(!changes.is_empty())
+}
+
 async fn client() -> anyhow::Result<kube::Client> {
     kube::Client::try_default()
         .await
@@ -249,6 +374,34 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => {
             print!("{}", crds_yaml().context("failed to render the CRDs")?);
+        }
+        Command::Render {
+            from_cluster,
+            from,
+            settings,
+        } => {
+            let source = match from {
+                Some(dir) if !from_cluster => Source::Folder(dir),
+                _ => Source::Cluster,
+            };
+            render_command(source, &settings).await?;
+        }
+        Command::Diff {
+            before,
+            after,
+            after_overlay,
+            settings,
+        } => {
+            let code = match diff_command(before, after, after_overlay, &settings).await {
+                Ok(changed) => i32::from(changed),
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    2
+                }
+            };
+            // Exiting skips destructors, so what was printed is flushed first.
+            std::io::stdout().flush()?;
+            std::process::exit(code);
         }
         Command::Local {
             listen,

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::info;
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
 
 use crate::connections::spawn_token_watch;
-use crate::controller::ControllerSettings;
+use crate::controller::{ControllerSettings, error_chain};
+use crate::leader::{self, LeaseSettings, Timings};
 use crate::scim::auth::{ConnectionState, TokenEntry, hash_token};
+use crate::telemetry::{self, Readiness};
 
 use crate::controller::Directory;
 use crate::resources::{ScimGroup, ScimUser};
@@ -19,11 +21,16 @@ use crate::scim::auth::Authenticator;
 use crate::scim::http::{AppState, router};
 use crate::scim::service::{ScimService, ServiceSettings};
 use crate::store::embedded::EmbeddedBackend;
-use crate::store::kube::{KubeBackend, spawn_watch};
+use crate::store::index::Index;
+use crate::store::kube::{KubeBackend, spawn_shard_watch, spawn_watch};
+use crate::store::shards::ShardCache;
 use crate::store::{Backend, Store, StoreError};
 
 /// How often readiness of the watch-fed indexes is checked at start.
 const SYNC_POLL: Duration = Duration::from_millis(50);
+/// How long requests in flight at shutdown may take to finish before their connections are
+/// closed; with the controller's own stop this fits the chart's 30-second grace period.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A store on a folder of YAML files.
 pub fn open_embedded(dir: &Path) -> Result<Arc<Store>, StoreError> {
@@ -34,16 +41,28 @@ pub fn open_embedded(dir: &Path) -> Result<Arc<Store>, StoreError> {
         backend: Backend::Embedded(backend),
         users,
         groups,
+        shards: Arc::default(),
     }))
 }
 
 /// A store on the Kubernetes API, with its indexes fed by watches on `namespace` (or all
 /// namespaces). Returns once both indexes hold a complete listing.
 pub async fn open_kube(client: kube::Client, namespace: Option<&str>) -> Arc<Store> {
-    let users = Arc::new(Default::default());
-    let groups = Arc::new(Default::default());
-    let users_synced = spawn_watch::<ScimUser>(client.clone(), namespace, Arc::clone(&users));
-    let groups_synced = spawn_watch::<ScimGroup>(client.clone(), namespace, Arc::clone(&groups));
+    let users: Arc<Index<ScimUser>> = Arc::new(Default::default());
+    let groups: Arc<Index<ScimGroup>> = Arc::new(Default::default());
+    let shards: Arc<ShardCache> = Arc::default();
+    // Shards first, so a group that arrives finds the members it keeps there.
+    let shards_synced =
+        spawn_shard_watch(client.clone(), namespace, shards.clone(), groups.clone());
+    while !shards_synced.get() {
+        tokio::time::sleep(SYNC_POLL).await;
+    }
+    let users_synced = spawn_watch::<ScimUser>(client.clone(), namespace, users.clone(), |u| u);
+    let merge = {
+        let shards = shards.clone();
+        move |group| shards.merge(group)
+    };
+    let groups_synced = spawn_watch::<ScimGroup>(client.clone(), namespace, groups.clone(), merge);
     while !(users_synced.get() && groups_synced.get()) {
         tokio::time::sleep(SYNC_POLL).await;
     }
@@ -51,6 +70,7 @@ pub async fn open_kube(client: kube::Client, namespace: Option<&str>) -> Arc<Sto
         backend: Backend::Kube(KubeBackend::new(client)),
         users,
         groups,
+        shards,
     })
 }
 
@@ -84,7 +104,8 @@ pub fn app_state(
     })
 }
 
-/// Serves the SCIM API until `shutdown` resolves, then drains in-flight requests.
+/// Serves the SCIM API until `shutdown` resolves, then stops accepting connections and lets
+/// the requests in flight finish, for at most [`DRAIN_TIMEOUT`].
 pub async fn serve(
     listen: SocketAddr,
     state: Arc<AppState>,
@@ -93,9 +114,31 @@ pub async fn serve(
     let listener = TcpListener::bind(listen).await?;
     info!(address = %listener.local_addr()?, "scim server listening");
     let app = router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (draining, drain_started) = oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = draining.send(());
+    };
+    let serving = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let drain_limit = async move {
+        // An error means the server ended before shutdown began: no limit applies.
+        if drain_started.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        served = serving => {
+            info!("scim server stopped");
+            served
+        }
+        () = drain_limit => {
+            warn!(timeout = ?DRAIN_TIMEOUT, "requests still running at the drain timeout; closing");
+            Ok(())
+        }
+    }
 }
 
 /// One receiver that ticks whenever users or groups change.
@@ -124,6 +167,12 @@ pub enum ServerError {
     /// The SCIM listener failed.
     #[error("failed to serve SCIM")]
     Serve(#[source] std::io::Error),
+    /// The metrics and health listener could not be opened.
+    #[error("failed to listen for metrics and health probes")]
+    Metrics(#[source] std::io::Error),
+    /// Leader election is on, but no namespace was given for its Lease.
+    #[error("failed to start leader election: set --operator-namespace, which holds the Lease")]
+    LeaseNamespace,
     /// The controller stopped with an error.
     #[error("the controller failed: {0}")]
     Controller(String),
@@ -203,8 +252,109 @@ pub async fn run_local(o: LocalOptions) -> Result<(), ServerError> {
     reconciled.map_err(|e| ServerError::Controller(e.to_string()))
 }
 
-/// The cluster mode: SCIM over the Kubernetes API, and the controller.
+/// The cluster mode: SCIM over the Kubernetes API, the controller (only on the replica that
+/// holds the Lease when leader election is on), and metrics and health probes.
+///
+/// SCIM and the controller run until shutdown or until either of them stops, which stops
+/// the other: SCIM drains its requests while the controller stops and then releases the
+/// Lease. The metrics listener closes last.
 pub async fn run_cluster(client: kube::Client, o: ClusterOptions) -> Result<(), ServerError> {
+    let lease_namespace = match (o.leader_election, &o.operator_namespace) {
+        (false, _) => None,
+        (true, Some(namespace)) => Some(namespace.clone()),
+        (true, None) => return Err(ServerError::LeaseNamespace),
+    };
+    let stop = shutdown_signal();
+
+    // Probes: listening before the start below, so a slow first sync reads as not ready
+    // rather than as dead.
+    let readiness = Arc::new(Readiness::default());
+    let (close_metrics, metrics_closed) = oneshot::channel::<()>();
+    let metrics = match o.metrics_listen {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(ServerError::Metrics)?;
+            let closed = async move {
+                let _ = metrics_closed.await;
+            };
+            Some(tokio::spawn(telemetry::serve(
+                listener,
+                readiness.clone(),
+                closed,
+            )))
+        }
+        None => None,
+    };
+
+    // Start: tokens and indexes, unless shutdown comes first.
+    let started = tokio::select! {
+        state = start_cluster_scim(&client, &o, &readiness) => Some(state),
+        () = stopped(stop.clone()) => None,
+    };
+
+    // Run: SCIM and the controller, each stopping when the other stops.
+    let (halt, halted) = watch::channel(false);
+    let until_halted = |stop: watch::Receiver<bool>| {
+        let halted = halted.clone();
+        async move {
+            tokio::select! {
+                () = stopped(stop) => {},
+                () = stopped(halted) => {},
+            }
+        }
+    };
+    let result = match started {
+        None => Ok(()),
+        Some(state) => {
+            let serving = async {
+                let served = serve(o.listen, state, until_halted(stop.clone())).await;
+                halt.send_replace(true);
+                served.map_err(ServerError::Serve)
+            };
+            let controlling = async {
+                if !o.run_controller {
+                    return Ok(());
+                }
+                let controlled = run_controller(
+                    client.clone(),
+                    o.controller.clone(),
+                    lease_namespace.map(|namespace| LeaseSettings {
+                        namespace,
+                        name: o.lease_name.clone(),
+                        identity: leader::default_identity(),
+                        timings: Timings::default(),
+                    }),
+                    until_halted(stop.clone()),
+                )
+                .await;
+                halt.send_replace(true);
+                controlled
+            };
+            let (served, controlled) = tokio::join!(serving, controlling);
+            served.and(controlled)
+        }
+    };
+
+    // Close: the metrics listener last, so probes and scrapes see the shutdown through.
+    let _ = close_metrics.send(());
+    if let Some(task) = metrics {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "the metrics server failed"),
+            Err(error) => warn!(%error, "the metrics server task failed"),
+        }
+    }
+    result
+}
+
+/// The SCIM side of the cluster mode, once the accepted tokens and the identity indexes
+/// hold a complete listing.
+async fn start_cluster_scim(
+    client: &kube::Client,
+    o: &ClusterOptions,
+    readiness: &Readiness,
+) -> Arc<AppState> {
     let auth = Arc::new(Authenticator::empty());
     if let (Some(token), Some(ns)) = (&o.static_token, &o.namespace) {
         auth.set_fixed(vec![TokenEntry {
@@ -217,19 +367,41 @@ pub async fn run_cluster(client: kube::Client, o: ClusterOptions) -> Result<(), 
     if let Some(ns) = &o.operator_namespace {
         spawn_token_watch(client.clone(), ns, auth.clone()).await;
     }
+    readiness.set_tokens_ready();
     let store = open_kube(client.clone(), o.namespace.as_deref()).await;
-    let stop = shutdown_signal();
-    let state = app_state(store, auth, o.public_url, o.service);
-    let serving = serve(o.listen, state, stopped(stop.clone()));
-    if !o.run_controller {
-        return serving.await.map_err(ServerError::Serve);
-    }
-    // TODO: hold a Lease before reconciling when leader election is on, and serve metrics;
-    // until then every replica reconciles, which is safe (server-side apply is idempotent)
-    // but wasteful.
-    let _ = (o.leader_election, o.lease_name, o.metrics_listen);
-    let reconciling = crate::controller::kube::run(client, o.controller, stopped(stop));
-    let (served, reconciled) = tokio::join!(serving, reconciling);
-    served.map_err(ServerError::Serve)?;
-    reconciled.map_err(|e| ServerError::Controller(e.to_string()))
+    readiness.set_indexes_synced();
+    app_state(store, auth, o.public_url.clone(), o.service.clone())
+}
+
+/// Runs the controller until `shutdown`: always when `lease` is `None`, else only while
+/// this replica holds that Lease.
+async fn run_controller(
+    client: kube::Client,
+    settings: ControllerSettings,
+    lease: Option<LeaseSettings>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let Some(lease) = lease else {
+        telemetry::set_leader(true);
+        let _reset = telemetry::ManagedObjectsReset;
+        let result = crate::controller::kube::run(client, settings, shutdown).await;
+        telemetry::set_leader(false);
+        return result.map_err(|e| ServerError::Controller(error_chain(&e)));
+    };
+    info!(
+        lease = %lease.name,
+        namespace = %lease.namespace,
+        identity = %lease.identity,
+        "leader election started"
+    );
+    let work = |stop| {
+        let running = crate::controller::kube::run(client.clone(), settings.clone(), stop);
+        async move {
+            let _reset = telemetry::ManagedObjectsReset;
+            running.await
+        }
+    };
+    leader::run_elected(client.clone(), lease, shutdown, work)
+        .await
+        .map_err(|e| ServerError::Controller(error_chain(&e)))
 }

@@ -107,6 +107,7 @@ async fn policies_grant_active_members_and_revoke_every_way_access_ends() -> Res
                 },
             ],
             subjects: SubjectKind::User,
+            ..Default::default()
         },
     );
     let policies: Api<AccessPolicy> = Api::all(client.clone());
@@ -203,8 +204,27 @@ async fn policies_grant_active_members_and_revoke_every_way_access_ends() -> Res
     })
     .await?;
 
-    // A deleted user leaves the bindings, which stay, empty, while the policy exists.
+    // A user missing while the group still lists them is an incomplete directory: they keep
+    // their access, and the policy says why.
     users.delete("dave", &DeleteParams::default()).await?;
+    eventually("the incomplete directory condition", CONVERGE, || async {
+        let status = policies.get(&policy_name).await?.status.unwrap_or_default();
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+        Ok(degraded.is_some_and(|c| c.reason == "IncompleteDirectory")
+            && status.held_subject_count == 1)
+    })
+    .await?;
+    assert_eq!(subjects().await?, both(&["dave@example.com"]));
+
+    // Once the group no longer lists them (as the SCIM server does on delete), the deleted
+    // user leaves the bindings, which stay, empty, while the policy exists.
+    groups
+        .patch(
+            "analysts",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"members": members_of(&["bob", "root"])}})),
+        )
+        .await?;
     let granted = both(&[]);
     eventually("deletion of the user", CONVERGE, || async {
         Ok(subjects().await? == granted)
@@ -245,6 +265,7 @@ fn group(tenant: &str, name: &str, display_name: &str, members: &[&str]) -> Scim
         display_name: display_name.into(),
         external_id: None,
         members: members_of(members),
+        member_shards: None,
     };
     let mut group = ScimGroup::new(name, spec);
     group.metadata.namespace = Some(tenant.into());

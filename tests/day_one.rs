@@ -178,25 +178,7 @@ fn the_day_one_walk_works_against_a_real_api_server() {
             &target.name,
         )),
     );
-    let read_subjects = || -> Option<Vec<String>> {
-        let out = common::kubectl(
-            &kubeconfig,
-            &[
-                "get",
-                "rolebindings",
-                "-n",
-                &target.name,
-                "-l",
-                &format!("scim-operator.dev/policy={policy}"),
-                "-o",
-                "json",
-            ],
-            None,
-        );
-        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let items = list["items"].as_array()?;
-        (items.len() == 1).then(|| subjects_of(&items[0]))
-    };
+    let read_subjects = || common::policy_binding_subjects(&kubeconfig, &target.name, &policy);
     let granted = eventually(Duration::from_secs(15), || {
         read_subjects() == Some(vec!["ada@example.com".into()])
     });

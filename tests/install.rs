@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{TestNamespace, eventually, install_crds, kubectl, kubectl_ok, request, start_server};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn helm() -> Option<PathBuf> {
     let installed = PathBuf::from(concat!(
@@ -124,34 +124,13 @@ fn the_chart_permissions_are_enough_for_the_day_one_flow_and_no_more() {
     );
     let dir = tempfile::tempdir().unwrap();
     let operator = token_kubeconfig(&admin, sa_token.trim(), dir.path());
-    let idp_token = kubectl_ok(
+    let idp_token = common::secret_value(
         &admin,
-        &[
-            "get",
-            "secret",
-            &format!("{fullname}-initial-token"),
-            "-n",
-            &release_ns.name,
-            "-o",
-            "jsonpath={.data.token}",
-        ],
-        None,
-    );
-    let idp_token = String::from_utf8(
-        Command::new("base64")
-            .arg("-d")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(idp_token.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap()
-            .stdout,
+        &release_ns.name,
+        &format!("{fullname}-initial-token"),
+        "token",
     )
-    .unwrap();
+    .expect("the chart's initial token");
     let env = [
         ("KUBECONFIG", operator.as_str()),
         ("SCIM_OPERATOR_ALLOWED_ROLES", "ClusterRole/view"),
@@ -204,34 +183,7 @@ fn the_chart_permissions_are_enough_for_the_day_one_flow_and_no_more() {
         tenant.name, target.name
     );
     kubectl_ok(&admin, &["apply", "-f", "-"], Some(&policy_yaml));
-    let subjects = || -> Option<Vec<String>> {
-        let out = kubectl(
-            &admin,
-            &[
-                "get",
-                "rolebindings",
-                "-n",
-                &target.name,
-                "-l",
-                &format!("scim-operator.dev/policy={policy}"),
-                "-o",
-                "json",
-            ],
-            None,
-        );
-        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let item = list["items"].as_array()?.first()?.clone();
-        Some(
-            item["subjects"]
-                .as_array()
-                .map(|s| {
-                    s.iter()
-                        .filter_map(|x| x["name"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        )
-    };
+    let subjects = || common::policy_binding_subjects(&admin, &target.name, &policy);
     let granted = eventually(Duration::from_secs(15), || {
         subjects() == Some(vec!["ada@example.com".to_string()])
     });

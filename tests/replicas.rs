@@ -227,24 +227,12 @@ fn tokens_of_connections_work_on_every_replica_and_revocation_is_immediate() {
     rotated.token = second.trim().to_string();
     assert_eq!(get(&rotated, "/Users").map(|r| r.0), Ok(200));
     drop(rotated);
+    let first_hash = hex::encode(scim_operator::scim::auth::hash_token(&token));
     let first_name = names
         .iter()
         .find(|n| {
-            let out = common::kubectl_ok(
-                &kubeconfig,
-                &[
-                    "get",
-                    "secret",
-                    n,
-                    "-n",
-                    &operator.name,
-                    "-o",
-                    "jsonpath={.data.sha256}",
-                ],
-                None,
-            );
-            let hash = String::from_utf8(base64_decode(out.trim())).unwrap_or_default();
-            hash == hex_sha256(&token)
+            common::secret_value(&kubeconfig, &operator.name, n, "sha256").as_deref()
+                == Some(first_hash.as_str())
         })
         .expect("the first token's Secret")
         .clone();
@@ -257,41 +245,4 @@ fn tokens_of_connections_work_on_every_replica_and_revocation_is_immediate() {
             "a revoked token was still accepted"
         );
     }
-}
-
-fn hex_sha256(text: &str) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(text.as_bytes())?;
-            }
-            child.wait_with_output()
-        })
-        .expect("sha256sum runs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let out = Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(text.as_bytes())?;
-            }
-            child.wait_with_output()
-        })
-        .expect("base64 runs");
-    out.stdout
 }

@@ -127,3 +127,96 @@ async fn the_kubernetes_backend_keeps_the_store_contract() {
     let store = open_kube(client, Some(&ns.name)).await;
     contract(store, &ns.name).await;
 }
+
+#[tokio::test]
+async fn a_large_group_is_sharded_and_one_member_change_rewrites_one_shard() {
+    use scim_operator::resources::{GroupMember, ScimGroup, ScimGroupMembers, ScimGroupSpec};
+    use scim_operator::store::shards::{GROUP_ID_LABEL, compute_shard_of};
+
+    let Some(kubeconfig) = common::kubeconfig("large group shards") else {
+        return;
+    };
+    common::install_crds(&kubeconfig);
+    let ns = common::TestNamespace::create(&kubeconfig, "shards");
+    let client = kube::Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG");
+    let store = open_kube(client.clone(), Some(&ns.name)).await;
+
+    // Members need not resolve at this level; the SCIM layer checks them.
+    let members: Vec<GroupMember> = (0..3000)
+        .map(|i| GroupMember {
+            value: format!("m-{i}"),
+            ..Default::default()
+        })
+        .collect();
+    let id = format!("g-{}", common::uuid_like());
+    let spec = ScimGroupSpec {
+        id: id.clone(),
+        display_name: "big".into(),
+        members,
+        ..Default::default()
+    };
+    let group: ScimGroup = new_object(&ns.name, spec, &id, "c", "m");
+    let created = store.create(&group).await.expect("create");
+    assert_eq!(created.spec.members.len(), 3000);
+    let count = created
+        .spec
+        .member_shards
+        .expect("a large group is sharded");
+
+    let shards: kube::Api<ScimGroupMembers> = kube::Api::namespaced(client.clone(), &ns.name);
+    let selector = kube::api::ListParams::default().labels(&format!("{GROUP_ID_LABEL}={id}"));
+    let before = shards.list(&selector).await.expect("list shards");
+    assert_eq!(before.items.len() as i64, count);
+    let base: kube::Api<ScimGroup> = kube::Api::namespaced(client.clone(), &ns.name);
+    let raw = base
+        .get(&created.metadata.name.clone().unwrap_or_default())
+        .await
+        .expect("get");
+    assert!(
+        raw.spec.members.is_empty(),
+        "the group object itself holds no member list"
+    );
+
+    // One more member: the group object and exactly one shard change.
+    let mut next = created.clone();
+    next.spec.members.push(GroupMember {
+        value: "newcomer".into(),
+        ..Default::default()
+    });
+    let replaced = store.replace(&next).await.expect("replace");
+    assert_eq!(replaced.spec.members.len(), 3001);
+    let after = shards.list(&selector).await.expect("list shards");
+    let version = |list: &kube::core::ObjectList<ScimGroupMembers>, shard: i64| {
+        list.items
+            .iter()
+            .find(|s| s.spec.shard == shard)
+            .and_then(|s| s.metadata.resource_version.clone())
+    };
+    let changed: Vec<i64> = (0..count)
+        .filter(|i| version(&before, *i) != version(&after, *i))
+        .collect();
+    assert_eq!(changed, vec![compute_shard_of("newcomer", count)]);
+
+    // The index merges shards back: a fresh store sees every member.
+    let fresh = open_kube(client, Some(&ns.name)).await;
+    let seen = fresh
+        .groups
+        .read()
+        .tenant(&ns.name)
+        .and_then(|t| t.get_by_id(&id))
+        .map(|g| g.spec.members.len());
+    assert_eq!(seen, Some(3001));
+
+    // Deleting the group deletes its shards.
+    store.delete(&replaced).await.expect("delete");
+    assert!(
+        shards
+            .list(&selector)
+            .await
+            .expect("list shards")
+            .items
+            .is_empty()
+    );
+}

@@ -1,17 +1,21 @@
 //! The in-cluster controller: keeps the RoleBindings and ClusterRoleBindings of every
-//! AccessPolicy equal to what the policy and its tenant's directory imply, and keeps the
-//! status of ScimUsers and ScimGroups.
+//! AccessPolicy equal to what the policy, its tenant's directory and the cluster's
+//! namespaces imply, and keeps the status of ScimUsers and ScimGroups.
 //!
 //! Every input comes from a watch-fed cache, never from a list per pass. The loop that
 //! updates a cache is also the one that enqueues the policies a change concerns, after the
 //! update, so a reconcile always sees at least the state that triggered it. A reconcile
 //! writes only what differs from the cache; a pass over an unchanged policy makes no call.
 //!
+//! An error is never a reason to revoke: a pass waits for every cache to be filled (and says
+//! `NotSynced` when that takes too long), prunes nothing when any write failed, and holds
+//! the revocations that [`revocation`](super::revocation) does not find explained.
+//!
 //! Deleting a policy removes its bindings through their owner references (the garbage
 //! collector of kube-controller-manager); no finalizer is needed because nothing lives
 //! outside the cluster.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::convert::Infallible;
 use std::fmt::Debug;
 use std::future::Future;
@@ -21,11 +25,13 @@ use std::time::Duration;
 
 use futures::channel::mpsc as trigger_channel;
 use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, ReconcileRequest};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::utils::CancelableJoinHandle;
 use kube::runtime::watcher::{self, Event};
@@ -38,17 +44,24 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc as tenant_channel;
 use tracing::{debug, info, warn};
 
+use super::audit::{MAX_NOTE_BYTES, build_access_changes, build_event_notes, log_access_changes};
 use super::desired::build_policy_label_value;
+use super::status::{CONDITION_DEGRADED, build_not_synced_status};
 use super::{
-    ControllerSettings, DesiredAccess, POLICY_LABEL, build_desired, build_identity_statuses,
-    build_policy_status, error_chain, log_access_changes,
+    ALLOW_MASS_REVOCATION_ANNOTATION, ControllerSettings, CurrentAccess, DesiredAccess,
+    POLICY_LABEL, Snapshot, SubjectKey, Target, build_identity_statuses, build_policy_access,
+    build_policy_status, error_chain,
 };
 use crate::resources::{
-    AccessPolicy, AccessPolicyStatus, MANAGED_BY, MANAGED_BY_LABEL, ScimGroup, ScimUser,
+    AccessPolicy, AccessPolicyStatus, MANAGED_BY, MANAGED_BY_LABEL, ScimGroup, ScimGroupMembers,
+    ScimUser,
 };
+use crate::telemetry;
 
 /// Field manager of every server-side apply, binding and status alike.
 pub const FIELD_MANAGER: &str = "scim-operator";
+/// Reporting controller named on the Events this controller records.
+pub const EVENT_REPORTER: &str = "scim-operator";
 /// A policy is reconciled this often even without a trigger, to repair what a lost event
 /// left behind.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
@@ -56,8 +69,17 @@ pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(5);
 /// Time a burst of directory writes has to gather before statuses are recomputed.
 pub const STATUS_BATCH_DELAY: Duration = Duration::from_millis(200);
+/// Longest wait of a pass for the caches to be filled before it reports `NotSynced` and
+/// retries, changing nothing.
+pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Status writes in flight at once while a tenant's statuses are brought up to date.
 const STATUS_WRITE_CONCURRENCY: usize = 8;
+/// Event action of access granted.
+const ACTION_GRANT: &str = "Grant";
+/// Event action of access revoked.
+const ACTION_REVOKE: &str = "Revoke";
+/// Event action of a pass that left the policy degraded.
+const ACTION_RECONCILE: &str = "Reconcile";
 
 /// Failures of the in-cluster controller.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +96,14 @@ pub enum Error {
     /// A cache stopped before it was filled.
     #[error("failed to read the {0} cache: its watcher stopped")]
     CacheClosed(String),
+    /// A cache was not filled in time, for example while the API server is unreachable.
+    #[error("failed to read the {kind} cache: it was not filled within {timeout:?}")]
+    NotSynced {
+        /// The resource kind.
+        kind: String,
+        /// How long the pass waited.
+        timeout: Duration,
+    },
     /// The policy came without a uid to own its bindings by.
     #[error("failed to own bindings of AccessPolicy {0}: it has no uid")]
     MissingUid(String),
@@ -118,6 +148,7 @@ impl Error {
         match self {
             Error::Startup { .. } => "startup",
             Error::CacheClosed(_) => "cache",
+            Error::NotSynced { .. } => "not_synced",
             Error::MissingUid(_) => "invalid_policy",
             Error::Apply { .. } => "apply",
             Error::Delete { .. } => "delete",
@@ -140,12 +171,16 @@ pub async fn run(
     let (policies, policy_writer) = reflector::store::<AccessPolicy>();
     let (users, user_writer) = reflector::store::<ScimUser>();
     let (groups, group_writer) = reflector::store::<ScimGroup>();
+    let (member_shards, shard_writer) = reflector::store::<ScimGroupMembers>();
+    let (namespaces, namespace_writer) = reflector::store::<Namespace>();
     let (cluster_role_bindings, crb_writer) = reflector::store::<ClusterRoleBinding>();
     let (role_bindings, rb_writer) = reflector::store::<RoleBinding>();
     let caches = Caches {
         policies,
         users,
         groups,
+        member_shards,
+        namespaces,
         cluster_role_bindings,
         role_bindings,
     };
@@ -160,7 +195,7 @@ pub async fn run(
     // Feed: one watcher per cache; each enqueues what its changes concern.
     let everything = watcher::Config::default();
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let feeds = future::join5(
+    let directory_feeds = future::join4(
         feed(
             Api::all(client.clone()),
             everything.clone(),
@@ -174,9 +209,29 @@ pub async fn run(
             let triggers = triggers.clone();
             move |event, previous, cache| triggers.on_identity_event(event, previous, cache)
         }),
-        feed(Api::all(client.clone()), everything, group_writer, {
+        feed(
+            Api::all(client.clone()),
+            everything.clone(),
+            group_writer,
+            {
+                let triggers = triggers.clone();
+                move |event, previous, cache| triggers.on_identity_event(event, previous, cache)
+            },
+        ),
+        feed(
+            Api::all(client.clone()),
+            everything.clone(),
+            shard_writer,
+            {
+                let triggers = triggers.clone();
+                move |event, previous, cache| triggers.on_identity_event(event, previous, cache)
+            },
+        ),
+    );
+    let cluster_feeds = future::join3(
+        feed(Api::all(client.clone()), everything, namespace_writer, {
             let triggers = triggers.clone();
-            move |event, previous, cache| triggers.on_identity_event(event, previous, cache)
+            move |event, previous, _| triggers.on_namespace_event(event, previous)
         }),
         feed(Api::all(client.clone()), managed.clone(), crb_writer, {
             let triggers = triggers.clone();
@@ -191,14 +246,18 @@ pub async fn run(
 
     // Reconcile: policies from the trigger queue, one at a time per policy.
     let context = Arc::new(Context {
+        reporter: Reporter::from(EVENT_REPORTER),
         client,
         settings,
         caches,
+        cache_sync_timeout: CACHE_SYNC_TIMEOUT,
     });
     let queue = policy_rx.map(Ok::<_, Infallible>).take_until(shutdown);
     let reconciles = applier(
         |policy, context| {
-            CancelableJoinHandle::spawn(reconcile(policy, context), &Handle::current())
+            let measured =
+                telemetry::observe_reconcile(reconcile(policy, context), Error::category);
+            CancelableJoinHandle::spawn(measured, &Handle::current())
         },
         error_policy,
         context.clone(),
@@ -218,7 +277,7 @@ pub async fn run(
 
     tokio::select! {
         () = reconciles => info!("controller stopped"),
-        _ = feeds => warn!("watchers stopped"),
+        _ = future::join(directory_feeds, cluster_feeds) => warn!("watchers stopped"),
         () = statuses => warn!("status updater stopped"),
     }
     Ok(())
@@ -230,6 +289,8 @@ struct Caches {
     policies: Store<AccessPolicy>,
     users: Store<ScimUser>,
     groups: Store<ScimGroup>,
+    member_shards: Store<ScimGroupMembers>,
+    namespaces: Store<Namespace>,
     cluster_role_bindings: Store<ClusterRoleBinding>,
     role_bindings: Store<RoleBinding>,
 }
@@ -239,6 +300,10 @@ struct Context {
     client: Client,
     settings: ControllerSettings,
     caches: Caches,
+    /// Who the Events name as their reporter.
+    reporter: Reporter,
+    /// Longest wait for the caches; [`CACHE_SYNC_TIMEOUT`] outside tests.
+    cache_sync_timeout: Duration,
 }
 
 /// Where cache changes are turned into work: policy reconciles and tenant status updates.
@@ -252,7 +317,7 @@ struct Triggers {
 impl Triggers {
     fn on_policy_event(&self, event: &Event<AccessPolicy>, previous: Option<&AccessPolicy>) {
         match event {
-            Event::Apply(policy) if is_spec_changed(previous, policy) => {
+            Event::Apply(policy) if is_policy_changed(previous, policy) => {
                 self.enqueue([ObjectRef::from_obj(policy)]);
             }
             Event::InitDone => self.enqueue_all(),
@@ -282,6 +347,25 @@ impl Triggers {
             }
             _ => {}
         }
+    }
+
+    /// A namespace that appears, changes labels, starts terminating or goes concerns the
+    /// policies that select namespaces by label or list it by name.
+    fn on_namespace_event(&self, event: &Event<Namespace>, previous: Option<&Namespace>) {
+        let namespace = match event {
+            Event::Apply(ns) if is_namespace_changed(previous, ns) => ns,
+            Event::Delete(ns) => ns,
+            Event::InitDone => return self.enqueue_all(),
+            _ => return,
+        };
+        let name = namespace.name_any();
+        let concerned = self.policies.state_filter(|p| {
+            p.spec
+                .grants
+                .iter()
+                .any(|g| g.namespace_selector.is_some() || g.namespaces.contains(&name))
+        });
+        self.enqueue(concerned.iter().map(|p| ObjectRef::from_obj(&**p)));
     }
 
     fn on_binding_event<K: Resource<DynamicType = ()>>(&self, event: &Event<K>) {
@@ -338,8 +422,31 @@ fn is_spec_changed<K: Resource>(previous: Option<&K>, current: &K) -> bool {
     })
 }
 
+/// Whether a policy's spec or its release annotation changed; the annotation releases held
+/// revocations without touching the spec.
+fn is_policy_changed(previous: Option<&AccessPolicy>, current: &AccessPolicy) -> bool {
+    let release = |p: &AccessPolicy| {
+        p.annotations()
+            .get(ALLOW_MASS_REVOCATION_ANNOTATION)
+            .cloned()
+    };
+    is_spec_changed(previous, current) || previous.is_some_and(|p| release(p) != release(current))
+}
+
+/// Whether a namespace is new, changed its labels, or started or stopped terminating.
+fn is_namespace_changed(previous: Option<&Namespace>, current: &Namespace) -> bool {
+    let phase = |ns: &Namespace| ns.status.as_ref().and_then(|s| s.phase.clone());
+    previous.is_none_or(|previous| {
+        previous.labels() != current.labels()
+            || previous.metadata.deletion_timestamp.is_some()
+                != current.metadata.deletion_timestamp.is_some()
+            || phase(previous) != phase(current)
+    })
+}
+
 /// Keeps `writer`'s cache equal to the API server's objects, calling `on_event` after each
-/// change with the object as it was before. Watch failures are retried with backoff.
+/// change with the object as it was before. Watch failures are retried with backoff; until a
+/// relist completes, the cache keeps the last complete listing.
 async fn feed<K, F>(api: Api<K>, config: watcher::Config, mut writer: Writer<K>, mut on_event: F)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -362,29 +469,31 @@ where
             _ => None,
         };
         writer.apply_watcher_event(&event);
+        telemetry::set_managed_objects(&kind, cache.len());
         on_event(&event, previous.as_deref(), &cache);
     }
 }
 
 async fn check_access(client: &Client) -> Result<(), Error> {
-    let first = ListParams::default().limit(1);
-    let startup = |kind: String| move |source| Error::Startup { kind, source };
-    let kind = AccessPolicy::kind(&()).into_owned();
-    Api::<AccessPolicy>::all(client.clone())
-        .list_metadata(&first)
+    check_list::<AccessPolicy>(client).await?;
+    check_list::<ScimUser>(client).await?;
+    check_list::<ScimGroup>(client).await?;
+    check_list::<ScimGroupMembers>(client).await?;
+    check_list::<Namespace>(client).await
+}
+
+async fn check_list<K>(client: &Client) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    Api::<K>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
         .await
-        .map_err(startup(kind))?;
-    let kind = ScimUser::kind(&()).into_owned();
-    Api::<ScimUser>::all(client.clone())
-        .list_metadata(&first)
-        .await
-        .map_err(startup(kind))?;
-    let kind = ScimGroup::kind(&()).into_owned();
-    Api::<ScimGroup>::all(client.clone())
-        .list_metadata(&first)
-        .await
-        .map_err(startup(kind))?;
-    Ok(())
+        .map(|_| ())
+        .map_err(|source| Error::Startup {
+            kind: K::kind(&()).into_owned(),
+            source,
+        })
 }
 
 /// Brings one policy's bindings and status in line with the policy and its directory.
@@ -394,33 +503,89 @@ async fn reconcile(policy: Arc<AccessPolicy>, context: Arc<Context>) -> Result<A
         // The garbage collector removes the bindings through their owner references.
         return Ok(Action::await_change());
     }
+    let generation = policy.meta().generation;
 
-    // Fetch: the tenant's identities and this policy's bindings, from the caches.
-    let observed = fetch_observed(&policy, &context.caches).await?;
+    // Fetch: the tenant's identities, the namespaces and this policy's bindings, from the
+    // caches; a cache that is not filled changes nothing.
+    let observed = match fetch_observed(&policy, &context).await {
+        Ok(observed) => observed,
+        Err(error @ Error::NotSynced { .. }) => {
+            let now = Time(Timestamp::now());
+            let message = error_chain(&error);
+            let status =
+                build_not_synced_status(&message, generation, policy.status.as_ref(), &now);
+            if let Err(status_error) = apply_policy_status(&context.client, &policy, &status).await
+            {
+                debug!(policy = %name, error = %error_chain(&status_error), "status not written");
+            }
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
 
     // Validate: bindings are owned through the policy's uid.
     if policy.meta().uid.is_none() {
         return Err(Error::MissingUid(name));
     }
 
-    // Build: what the policy grants, without I/O.
-    let desired = build_desired(
-        &policy,
-        &observed.users,
-        &observed.groups,
-        &context.settings,
-    );
+    // Build: what the policy grants and what it keeps, without I/O.
+    let snapshot = Snapshot::new(&observed.users, &observed.groups)
+        .with_member_shards(&observed.member_shards)
+        .with_namespaces(&observed.namespaces);
+    let current =
+        CurrentAccess::from_bindings(&observed.cluster_role_bindings, &observed.role_bindings);
+    let desired = build_policy_access(&policy, &snapshot, &current, &context.settings);
 
     // Apply: server-side apply each binding that differs from its cached copy.
-    let applied = apply_bindings(&context.client, &name, &desired, &observed).await;
+    let mut ledger = Ledger::of(&observed);
+    let applied = apply_bindings(&context.client, &desired, &observed, &mut ledger).await;
 
-    // Prune: delete the policy's bindings that this pass does not desire.
-    let pruned = delete_stale_bindings(&context.client, &name, &desired, &observed).await;
+    // Prune: delete the policy's bindings that this pass does not desire, only once every
+    // write succeeded, so that a failed write never leaves a subject without its binding.
+    let pruned = match &applied {
+        Ok(()) => {
+            delete_stale_bindings(&context.client, &name, &desired, &observed, &mut ledger).await
+        }
+        Err(_) => Ok(()),
+    };
+
+    // Audit: log and record what actually changed.
+    let before = current
+        .targets
+        .iter()
+        .map(|(target, t)| (target.clone(), t.subjects.clone()))
+        .collect();
+    let changes =
+        build_access_changes(&before, &ledger.subjects_by_target(), &desired.explanations);
+    log_access_changes(&name, &changes);
+    let mut events: Vec<KubeEvent> = build_event_notes(&changes)
+        .into_iter()
+        .map(|(reason, note)| KubeEvent {
+            type_: EventType::Normal,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: if reason == super::audit::EVENT_ACCESS_GRANTED {
+                ACTION_GRANT
+            } else {
+                ACTION_REVOKE
+            }
+            .to_string(),
+            secondary: None,
+        })
+        .collect();
+    if let Some(hold) = &desired.hold {
+        warn!(
+            policy = %name,
+            reason = hold.reason.condition_reason(),
+            held = hold.subjects.len(),
+            fingerprint = %hold.fingerprint,
+            "revocations held"
+        );
+    }
 
     // Status: record the outcome, written only when it changed.
     let failure = applied.err().or(pruned.err());
     let message = failure.as_ref().map(|error| error_chain(error));
-    let generation = policy.meta().generation;
     let now = Time(Timestamp::now());
     let status = build_policy_status(
         &desired,
@@ -429,10 +594,19 @@ async fn reconcile(policy: Arc<AccessPolicy>, context: Arc<Context>) -> Result<A
         policy.status.as_ref(),
         &now,
     );
-    apply_policy_status(&context.client, &policy, &status).await?;
-    match failure {
-        Some(error) => Err(error),
-        None => Ok(Action::requeue(RESYNC_INTERVAL)),
+    events.extend(build_degraded_event(policy.status.as_ref(), &status));
+    publish_events(&context, &policy, &events).await;
+    let written = apply_policy_status(&context.client, &policy, &status).await;
+    match (failure, written) {
+        (Some(error), written) => {
+            // The write that failed first is what needs fixing; the status follows it.
+            if let Err(status_error) = written {
+                debug!(policy = %name, error = %error_chain(&status_error), "status not written");
+            }
+            Err(error)
+        }
+        (None, Err(status_error)) => Err(status_error),
+        (None, Ok(())) => Ok(Action::requeue(RESYNC_INTERVAL)),
     }
 }
 
@@ -446,30 +620,93 @@ fn error_policy(policy: Arc<AccessPolicy>, error: &Error, _context: Arc<Context>
     Action::requeue(ERROR_BACKOFF)
 }
 
+/// A Warning Event when the Degraded condition turns True or changes its reason or message.
+fn build_degraded_event(
+    previous: Option<&AccessPolicyStatus>,
+    status: &AccessPolicyStatus,
+) -> Option<KubeEvent> {
+    let degraded = |s: &AccessPolicyStatus| -> Option<Condition> {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_DEGRADED && c.status == "True")
+            .cloned()
+    };
+    let now = degraded(status)?;
+    let before = previous.and_then(degraded);
+    if before.is_some_and(|b| b.reason == now.reason && b.message == now.message) {
+        return None;
+    }
+    let mut note = now.message;
+    if note.len() > MAX_NOTE_BYTES {
+        let mut end = MAX_NOTE_BYTES;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    Some(KubeEvent {
+        type_: EventType::Warning,
+        reason: now.reason,
+        note: Some(note),
+        action: ACTION_RECONCILE.to_string(),
+        secondary: None,
+    })
+}
+
+/// Records `events` on the policy. Events are a courtesy to whoever runs `kubectl
+/// describe`: a failure is logged, and never fails the pass.
+async fn publish_events(context: &Context, policy: &AccessPolicy, events: &[KubeEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    // A recorder per pass: the recorder folds a repeat of the same reason into a series that
+    // keeps the first note, and each pass's notes name different subjects.
+    let recorder = Recorder::new(context.client.clone(), context.reporter.clone());
+    let reference = policy.object_ref(&());
+    for event in events {
+        if let Err(error) = recorder.publish(event, &reference).await {
+            warn!(
+                policy = %policy.name_any(),
+                reason = %event.reason,
+                error = %error_chain(&error),
+                "event not recorded"
+            );
+        }
+    }
+}
+
 /// The inputs of one reconcile, as the caches hold them.
 struct Observed {
     users: Vec<Arc<ScimUser>>,
     groups: Vec<Arc<ScimGroup>>,
+    member_shards: Vec<Arc<ScimGroupMembers>>,
+    namespaces: Vec<Arc<Namespace>>,
     cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
     role_bindings: Vec<Arc<RoleBinding>>,
 }
 
 /// Reads the policy's inputs from the caches, once each has been filled: a cache that is
 /// still empty must not read as "no users" and revoke access.
-async fn fetch_observed(policy: &AccessPolicy, caches: &Caches) -> Result<Observed, Error> {
-    wait_until_ready(&caches.users).await?;
-    wait_until_ready(&caches.groups).await?;
-    wait_until_ready(&caches.cluster_role_bindings).await?;
-    wait_until_ready(&caches.role_bindings).await?;
+async fn fetch_observed(policy: &AccessPolicy, context: &Context) -> Result<Observed, Error> {
+    let caches = &context.caches;
+    let timeout = context.cache_sync_timeout;
+    wait_until_ready(&caches.users, timeout).await?;
+    wait_until_ready(&caches.groups, timeout).await?;
+    wait_until_ready(&caches.member_shards, timeout).await?;
+    wait_until_ready(&caches.namespaces, timeout).await?;
+    wait_until_ready(&caches.cluster_role_bindings, timeout).await?;
+    wait_until_ready(&caches.role_bindings, timeout).await?;
     let tenant = policy.spec.tenant.as_str();
     let in_tenant = |namespace: Option<String>| namespace.as_deref() == Some(tenant);
     let label = build_policy_label_value(&policy.name_any());
-    let is_owned = |labels: &std::collections::BTreeMap<String, String>| {
-        labels.get(POLICY_LABEL) == Some(&label)
-    };
+    let is_owned = |labels: &BTreeMap<String, String>| labels.get(POLICY_LABEL) == Some(&label);
     Ok(Observed {
         users: caches.users.state_filter(|u| in_tenant(u.namespace())),
         groups: caches.groups.state_filter(|g| in_tenant(g.namespace())),
+        member_shards: caches
+            .member_shards
+            .state_filter(|s| in_tenant(s.namespace())),
+        namespaces: caches.namespaces.state(),
         cluster_role_bindings: caches
             .cluster_role_bindings
             .state_filter(|b| is_owned(b.labels())),
@@ -477,33 +714,91 @@ async fn fetch_observed(policy: &AccessPolicy, caches: &Caches) -> Result<Observ
     })
 }
 
-async fn wait_until_ready<K>(cache: &Store<K>) -> Result<(), Error>
+async fn wait_until_ready<K>(cache: &Store<K>, timeout: Duration) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    cache
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheClosed(K::kind(&()).into_owned()))
+    let kind = || K::kind(&()).into_owned();
+    match tokio::time::timeout(timeout, cache.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Error::CacheClosed(kind())),
+        Err(_) => Err(Error::NotSynced {
+            kind: kind(),
+            timeout,
+        }),
+    }
+}
+
+/// Identity of a binding: its kind, namespace and name.
+type BindingKey = (&'static str, Option<String>, String);
+
+/// What the policy's bindings hold as the pass writes them: it starts from the caches and
+/// follows each write that succeeds, so that the audit trail reports what really changed.
+struct Ledger {
+    bindings: BTreeMap<BindingKey, (Option<Target>, BTreeSet<SubjectKey>)>,
+}
+
+impl Ledger {
+    fn of(observed: &Observed) -> Self {
+        let mut ledger = Self {
+            bindings: BTreeMap::new(),
+        };
+        for binding in &observed.cluster_role_bindings {
+            ledger.record(&**binding);
+        }
+        for binding in &observed.role_bindings {
+            ledger.record(&**binding);
+        }
+        ledger
+    }
+
+    fn record<K: Binding>(&mut self, binding: &K) {
+        let namespace = binding.namespace();
+        let target = Target::of_role_ref(namespace.as_deref(), binding.role_ref());
+        let subjects = binding.subjects().iter().map(SubjectKey::of).collect();
+        self.bindings
+            .insert(binding_key(binding), (target, subjects));
+    }
+
+    fn forget<K: Binding>(&mut self, binding: &K) {
+        self.bindings.remove(&binding_key(binding));
+    }
+
+    fn subjects_by_target(&self) -> BTreeMap<Target, BTreeSet<SubjectKey>> {
+        let mut targets: BTreeMap<Target, BTreeSet<SubjectKey>> = BTreeMap::new();
+        for (target, subjects) in self.bindings.values() {
+            if let Some(target) = target {
+                targets
+                    .entry(target.clone())
+                    .or_default()
+                    .extend(subjects.iter().cloned());
+            }
+        }
+        targets
+    }
+}
+
+fn binding_key<K: Binding>(binding: &K) -> BindingKey {
+    (K::KIND, binding.namespace(), binding.name_any())
 }
 
 /// Applies every desired binding that differs from its cached copy. Every binding is
 /// attempted; the first failure is returned.
 async fn apply_bindings(
     client: &Client,
-    policy: &str,
     desired: &DesiredAccess,
     observed: &Observed,
+    ledger: &mut Ledger,
 ) -> Result<(), Error> {
     let mut first_failure = None;
     for binding in &desired.cluster_role_bindings {
         let cached = find_cached(&observed.cluster_role_bindings, binding);
-        let result = apply_binding(client, policy, binding, cached).await;
+        let result = apply_binding(client, binding, cached, ledger).await;
         first_failure = first_failure.or(result.err());
     }
     for binding in &desired.role_bindings {
         let cached = find_cached(&observed.role_bindings, binding);
-        let result = apply_binding(client, policy, binding, cached).await;
+        let result = apply_binding(client, binding, cached, ledger).await;
         first_failure = first_failure.or(result.err());
     }
     first_failure.map_or(Ok(()), Err)
@@ -511,9 +806,9 @@ async fn apply_bindings(
 
 async fn apply_binding<K: Binding>(
     client: &Client,
-    policy: &str,
     desired: &K,
     cached: Option<&K>,
+    ledger: &mut Ledger,
 ) -> Result<(), Error> {
     if cached.is_some_and(|cached| is_up_to_date(cached, desired)) {
         return Ok(());
@@ -524,25 +819,18 @@ async fn apply_binding<K: Binding>(
     // A roleRef cannot change in place: a binding pointing elsewhere is replaced.
     if let Some(stale) = cached.filter(|cached| cached.role_ref() != desired.role_ref()) {
         delete_binding(&api, stale).await?;
+        ledger.forget(stale);
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &params, &Patch::Apply(desired))
         .await
         .map_err(|source| Error::Apply {
-            kind: K::kind(&()).into_owned(),
+            kind: K::KIND.to_string(),
             name: display_name(desired),
             source,
         })?;
-    let before = cached.map(Binding::subjects).unwrap_or_default();
-    let namespace = desired.namespace();
-    log_access_changes(
-        policy,
-        &name,
-        namespace.as_deref(),
-        before,
-        desired.subjects(),
-    );
-    debug!(policy, binding = %display_name(desired), "binding applied");
+    ledger.record(desired);
+    debug!(binding = %display_name(desired), "binding applied");
     Ok(())
 }
 
@@ -553,6 +841,7 @@ async fn delete_stale_bindings(
     policy: &str,
     desired: &DesiredAccess,
     observed: &Observed,
+    ledger: &mut Ledger,
 ) -> Result<(), Error> {
     let wanted: HashSet<(Option<String>, String)> = desired
         .cluster_role_bindings
@@ -571,7 +860,7 @@ async fn delete_stale_bindings(
         .iter()
         .filter(|b| !wanted.contains(&b.key()))
     {
-        let result = delete_stale_binding(client, policy, &**stale).await;
+        let result = delete_stale_binding(client, policy, &**stale, ledger).await;
         first_failure = first_failure.or(result.err());
     }
     for stale in observed
@@ -579,7 +868,7 @@ async fn delete_stale_bindings(
         .iter()
         .filter(|b| !wanted.contains(&b.key()))
     {
-        let result = delete_stale_binding(client, policy, &**stale).await;
+        let result = delete_stale_binding(client, policy, &**stale, ledger).await;
         first_failure = first_failure.or(result.err());
     }
     first_failure.map_or(Ok(()), Err)
@@ -589,17 +878,11 @@ async fn delete_stale_binding<K: Binding>(
     client: &Client,
     policy: &str,
     stale: &K,
+    ledger: &mut Ledger,
 ) -> Result<(), Error> {
     let api = K::api(client.clone(), stale.namespace().as_deref());
     delete_binding(&api, stale).await?;
-    let namespace = stale.namespace();
-    log_access_changes(
-        policy,
-        &stale.name_any(),
-        namespace.as_deref(),
-        stale.subjects(),
-        &[],
-    );
+    ledger.forget(stale);
     info!(policy, binding = %display_name(stale), "binding removed");
     Ok(())
 }
@@ -618,7 +901,7 @@ async fn delete_binding<K: Binding>(api: &Api<K>, cached: &K) -> Result<(), Erro
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() || status.is_conflict() => Ok(()),
         Err(source) => Err(Error::Delete {
-            kind: K::kind(&()).into_owned(),
+            kind: K::KIND.to_string(),
             name: display_name(cached),
             source,
         }),
@@ -706,19 +989,22 @@ async fn run_identity_statuses(
 
 /// Writes the status of every user and group of `tenant` whose status changed.
 async fn apply_identity_statuses(context: &Context, tenant: &str) -> Result<(), Error> {
-    // Fetch: the tenant's identities, once both caches are filled.
+    // Fetch: the tenant's identities, once the caches are filled.
     let caches = &context.caches;
-    wait_until_ready(&caches.users).await?;
-    wait_until_ready(&caches.groups).await?;
-    let users = caches
-        .users
-        .state_filter(|u| u.namespace().as_deref() == Some(tenant));
-    let groups = caches
-        .groups
-        .state_filter(|g| g.namespace().as_deref() == Some(tenant));
+    let timeout = context.cache_sync_timeout;
+    wait_until_ready(&caches.users, timeout).await?;
+    wait_until_ready(&caches.groups, timeout).await?;
+    wait_until_ready(&caches.member_shards, timeout).await?;
+    let in_tenant = |namespace: Option<String>| namespace.as_deref() == Some(tenant);
+    let users = caches.users.state_filter(|u| in_tenant(u.namespace()));
+    let groups = caches.groups.state_filter(|g| in_tenant(g.namespace()));
+    let shards = caches
+        .member_shards
+        .state_filter(|s| in_tenant(s.namespace()));
 
     // Build: every status, without I/O.
-    let statuses = build_identity_statuses(&users, &groups);
+    let snapshot = Snapshot::new(&users, &groups).with_member_shards(&shards);
+    let statuses = build_identity_statuses(&snapshot, tenant);
 
     // Apply: only the statuses that differ from the cached ones.
     let user_api = Api::<ScimUser>::namespaced(context.client.clone(), tenant);
@@ -757,6 +1043,8 @@ async fn apply_identity_statuses(context: &Context, tenant: &str) -> Result<(), 
 
 /// What the controller needs of ClusterRoleBindings and RoleBindings alike.
 trait Binding: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned {
+    /// The kind, for keys and messages.
+    const KIND: &'static str;
     /// The API that holds this binding.
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
     /// The role granted.
@@ -766,6 +1054,8 @@ trait Binding: Resource<DynamicType = ()> + Clone + Debug + Serialize + Deserial
 }
 
 impl Binding for ClusterRoleBinding {
+    const KIND: &'static str = "ClusterRoleBinding";
+
     fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
         Api::all(client)
     }
@@ -780,6 +1070,8 @@ impl Binding for ClusterRoleBinding {
 }
 
 impl Binding for RoleBinding {
+    const KIND: &'static str = "RoleBinding";
+
     fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
         Api::namespaced(client, namespace.unwrap_or_default())
     }
@@ -835,6 +1127,7 @@ fn display_name<K: Resource>(object: &K) -> String {
 #[allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 mod tests {
     use super::*;
+    use crate::controller::build_desired;
     use crate::resources::{
         AccessPolicySpec, Grant, GroupMember, GroupSelector, ScimGroupSpec, ScimUserSpec,
         SubjectKind,
@@ -937,6 +1230,7 @@ mod tests {
                     },
                 ],
                 subjects: SubjectKind::User,
+                ..AccessPolicySpec::default()
             },
         );
         policy.metadata.uid = Some("policy-uid".into());
@@ -972,62 +1266,83 @@ mod tests {
         group
     }
 
+    fn directory_users() -> Vec<ScimUser> {
+        vec![
+            user("u1", "alice@example.com", true),
+            user("u2", "bob@example.com", false),
+        ]
+    }
+
+    fn data_namespace() -> Namespace {
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some("data".into());
+        namespace
+    }
+
+    fn with_uids<K: Resource + Clone>(objects: &[K]) -> Vec<K> {
+        objects
+            .iter()
+            .cloned()
+            .map(|mut object| {
+                let name = object.meta().name.clone().unwrap_or_default();
+                object.meta_mut().uid = Some(format!("uid-of-{name}"));
+                object
+            })
+            .collect()
+    }
+
     fn context(
         client: Client,
         policy: &AccessPolicy,
         desired_in_cache: Option<&DesiredAccess>,
     ) -> Arc<Context> {
-        let with_uid = |mut meta: kube::api::ObjectMeta| {
-            meta.uid = Some(format!("uid-of-{}", meta.name.clone().unwrap_or_default()));
-            meta
-        };
+        Arc::new(context_with(
+            client,
+            policy,
+            desired_in_cache,
+            directory_users(),
+            vec![analysts()],
+        ))
+    }
+
+    fn context_with(
+        client: Client,
+        policy: &AccessPolicy,
+        desired_in_cache: Option<&DesiredAccess>,
+        users: Vec<ScimUser>,
+        groups: Vec<ScimGroup>,
+    ) -> Context {
         let (crbs, rbs) = match desired_in_cache {
             Some(desired) => (
-                desired
-                    .cluster_role_bindings
-                    .iter()
-                    .cloned()
-                    .map(|mut b| {
-                        b.metadata = with_uid(b.metadata);
-                        b
-                    })
-                    .collect(),
-                desired
-                    .role_bindings
-                    .iter()
-                    .cloned()
-                    .map(|mut b| {
-                        b.metadata = with_uid(b.metadata);
-                        b
-                    })
-                    .collect(),
+                with_uids(&desired.cluster_role_bindings),
+                with_uids(&desired.role_bindings),
             ),
             None => (vec![], vec![]),
         };
-        Arc::new(Context {
+        Context {
             client,
             settings: ControllerSettings::default(),
             caches: Caches {
                 policies: cache(vec![policy.clone()]),
-                users: cache(vec![
-                    user("u1", "alice@example.com", true),
-                    user("u2", "bob@example.com", false),
-                ]),
-                groups: cache(vec![analysts()]),
+                users: cache(users),
+                groups: cache(groups),
+                member_shards: cache(vec![]),
+                namespaces: cache(vec![data_namespace()]),
                 cluster_role_bindings: cache(crbs),
                 role_bindings: cache(rbs),
             },
-        })
+            reporter: Reporter {
+                controller: EVENT_REPORTER.into(),
+                instance: Some("test".into()),
+            },
+            cache_sync_timeout: Duration::from_millis(50),
+        }
     }
 
     fn desired_for(policy: &AccessPolicy) -> DesiredAccess {
-        let users = [
-            user("u1", "alice@example.com", true),
-            user("u2", "bob@example.com", false),
-        ];
         build_desired(
             policy,
-            &users,
+            &directory_users(),
             &[analysts()],
             &ControllerSettings::default(),
         )
@@ -1042,8 +1357,25 @@ mod tests {
             .collect()
     }
 
+    fn is_event(uri: &str) -> bool {
+        uri.starts_with("/apis/events.k8s.io/")
+    }
+
+    /// The Events recorded, as (type, reason, note).
+    fn events(recorded: &Recorded) -> Vec<(String, String, String)> {
+        let recorded = recorded.lock().unwrap();
+        recorded
+            .iter()
+            .filter(|(_, uri, _)| is_event(uri))
+            .map(|(_, _, body)| {
+                let text = |field: &str| body[field].as_str().unwrap_or_default().to_string();
+                (text("type"), text("reason"), text("note"))
+            })
+            .collect()
+    }
+
     #[tokio::test]
-    async fn a_new_policy_gets_its_bindings_applied_and_its_status_written() {
+    async fn a_new_policy_gets_its_bindings_applied_its_status_written_and_an_event() {
         let policy = policy();
         let (client, recorded) = fake_client(accept_all(policy.clone()));
 
@@ -1069,6 +1401,10 @@ mod tests {
                     )
                 ),
                 (
+                    "POST".into(),
+                    "/apis/events.k8s.io/v1/namespaces/default/events?".into()
+                ),
+                (
                     "PATCH".into(),
                     format!(
                         "/apis/scim-operator.dev/v1alpha1/accesspolicies/analysts/status{apply}"
@@ -1091,11 +1427,24 @@ mod tests {
             bodies[1],
             serde_json::to_value(&desired.role_bindings[0]).unwrap()
         );
-        assert_eq!(bodies[2]["status"]["subjectCount"], json!(1));
-        assert_eq!(bodies[2]["status"]["observedGeneration"], json!(2));
+        assert_eq!(bodies[2]["regarding"]["kind"], json!("AccessPolicy"));
+        assert_eq!(bodies[2]["regarding"]["uid"], json!("policy-uid"));
+        assert_eq!(bodies[2]["action"], json!("Grant"));
+        assert_eq!(bodies[3]["status"]["subjectCount"], json!(1));
+        assert_eq!(bodies[3]["status"]["observedGeneration"], json!(2));
         assert_eq!(
-            bodies[2]["status"]["conditions"][0]["reason"],
+            bodies[3]["status"]["conditions"][0]["reason"],
             json!("Reconciled")
+        );
+        assert_eq!(
+            events(&recorded),
+            vec![(
+                "Normal".into(),
+                "AccessGranted".into(),
+                "granted 1 subject in 2 places (ClusterRole view cluster-wide and 1 more): \
+                 alice@example.com (granted)"
+                    .into()
+            )]
         );
     }
 
@@ -1135,9 +1484,15 @@ mod tests {
         .await
         .unwrap();
 
-        let recorded = recorded.lock().unwrap();
-        let (method, uri, body) = &recorded[0];
-        assert_eq!(recorded.len(), 1);
+        let writes: Vec<(String, String, Value)> = recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, uri, _)| !is_event(uri))
+            .cloned()
+            .collect();
+        let (method, uri, body) = &writes[0];
+        assert_eq!(writes.len(), 1);
         assert_eq!(
             (method.as_str(), uri.as_str()),
             (
@@ -1148,6 +1503,16 @@ mod tests {
         assert_eq!(
             body["preconditions"],
             json!({"uid": "uid-of-scim-analysts-c-view"})
+        );
+        assert_eq!(
+            events(&recorded),
+            vec![(
+                "Normal".into(),
+                "AccessRevoked".into(),
+                "revoked 1 subject in 1 place (ClusterRole view in namespace data): \
+                 alice@example.com (unbound)"
+                    .into()
+            )]
         );
     }
 
@@ -1173,11 +1538,182 @@ mod tests {
             error_policy(Arc::new(policy), &error, context),
             Action::requeue(ERROR_BACKOFF)
         );
-        let recorded = recorded.lock().unwrap();
-        assert_eq!(recorded.len(), 3);
-        let status = &recorded[2].2["status"];
+        let recorded_calls = calls(&recorded);
+        assert_eq!(recorded_calls.len(), 5, "{recorded_calls:?}");
+        let status = recorded.lock().unwrap()[4].2["status"].clone();
         assert_eq!(status["conditions"][0]["status"], json!("False"));
         assert_eq!(status["conditions"][0]["reason"], json!("ApplyFailed"));
+        let kinds: Vec<(String, String)> = events(&recorded)
+            .into_iter()
+            .map(|(type_, reason, _)| (type_, reason))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("Normal".into(), "AccessGranted".into()),
+                ("Warning".into(), "ApplyFailed".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_pruned_while_a_write_fails() {
+        let mut policy = policy();
+        let before = desired_for(&policy);
+        policy.spec.grants[1].namespaces = vec!["other".into()];
+        let (client, recorded) = fake_client(|_, _, _| {
+            let failure = json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "metadata": {},
+                "reason": "InternalError", "code": 500, "message": "etcdserver: request timed out"
+            });
+            (500, failure)
+        });
+
+        let result = reconcile(
+            Arc::new(policy.clone()),
+            context(client, &policy, Some(&before)),
+        )
+        .await;
+
+        assert_eq!(result.unwrap_err().category(), "apply");
+        let methods: Vec<String> = calls(&recorded).into_iter().map(|(m, _)| m).collect();
+        assert!(!methods.contains(&"DELETE".to_string()), "{methods:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pass_whose_caches_are_not_filled_changes_nothing_and_says_so() {
+        let policy = policy();
+        let (client, recorded) = fake_client(accept_all(policy.clone()));
+        let mut context = context_with(client, &policy, None, directory_users(), vec![analysts()]);
+        let (never_filled, _writer) = reflector::store::<ScimUser>();
+        context.caches.users = never_filled;
+
+        let error = reconcile(Arc::new(policy.clone()), Arc::new(context))
+            .await
+            .unwrap_err();
+
+        assert_eq!(error.category(), "not_synced");
+        let recorded = recorded.lock().unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert!(
+            recorded[0].1.ends_with(
+                "/accesspolicies/analysts/status?&force=true&fieldManager=scim-operator"
+            )
+        );
+        let conditions = &recorded[0].2["status"]["conditions"];
+        assert_eq!(conditions[0]["reason"], json!("NotSynced"));
+        assert_eq!(
+            conditions[1]["message"],
+            json!(
+                "failed to read the ScimUser cache: it was not filled within 50ms; nothing was \
+                 changed, existing bindings are kept"
+            )
+        );
+    }
+
+    /// A policy whose bindings hold three analysts, after the Analysts group was deleted.
+    fn policy_of_a_deleted_group() -> (AccessPolicy, DesiredAccess, Vec<ScimUser>) {
+        let mut policy = policy();
+        let users = vec![
+            user("u1", "alice@example.com", true),
+            user("u3", "carol@example.com", true),
+            user("u4", "dave@example.com", true),
+        ];
+        let mut group = analysts();
+        group.spec.members = ["u1", "u3", "u4"]
+            .map(|v| GroupMember {
+                value: v.into(),
+                ..Default::default()
+            })
+            .to_vec();
+        let before = build_desired(&policy, &users, &[group], &ControllerSettings::default());
+        let now = Time(Timestamp::now());
+        policy.status = Some(build_policy_status(&before, None, Some(2), None, &now));
+        (policy, before, users)
+    }
+
+    #[tokio::test]
+    async fn revoking_most_subjects_without_a_reason_is_held_and_reported() {
+        let (policy, before, users) = policy_of_a_deleted_group();
+        let (client, recorded) = fake_client(accept_all(policy.clone()));
+        let context = context_with(client, &policy, Some(&before), users, vec![]);
+
+        reconcile(Arc::new(policy.clone()), Arc::new(context))
+            .await
+            .unwrap();
+
+        let writes: Vec<(String, String)> = calls(&recorded)
+            .into_iter()
+            .filter(|(_, uri)| !is_event(uri))
+            .collect();
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        assert!(writes[0].1.contains("/accesspolicies/analysts/status"));
+        let status = recorded.lock().unwrap().last().unwrap().2["status"].clone();
+        assert_eq!(status["heldSubjectCount"], json!(3));
+        assert_eq!(status["conditions"][1]["reason"], json!("RevocationHeld"));
+        let message = status["conditions"][1]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.starts_with("held revoking 3 of the 3 subjects bound (100%"),
+            "{message}"
+        );
+        assert!(
+            message.contains("scim-operator.dev/allow-mass-revocation="),
+            "{message}"
+        );
+        let warnings: Vec<String> = events(&recorded)
+            .into_iter()
+            .filter(|(type_, _, _)| type_ == "Warning")
+            .map(|(_, reason, _)| reason)
+            .collect();
+        assert_eq!(warnings, vec!["RevocationHeld".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_annotation_releases_a_held_revocation() {
+        let (mut policy, before, users) = policy_of_a_deleted_group();
+        let (client, _) = fake_client(accept_all(policy.clone()));
+        let held = context_with(client, &policy, Some(&before), users.clone(), vec![]);
+        reconcile(Arc::new(policy.clone()), Arc::new(held))
+            .await
+            .unwrap();
+        let snapshot_users = users.clone();
+        let snapshot = Snapshot::new(&snapshot_users, &[] as &[ScimGroup]);
+        let current =
+            CurrentAccess::from_bindings(&before.cluster_role_bindings, &before.role_bindings);
+        let fingerprint =
+            build_policy_access(&policy, &snapshot, &current, &ControllerSettings::default())
+                .hold
+                .unwrap()
+                .fingerprint;
+        policy
+            .annotations_mut()
+            .insert(ALLOW_MASS_REVOCATION_ANNOTATION.into(), fingerprint);
+        let (client, recorded) = fake_client(accept_all(policy.clone()));
+        let released = context_with(client, &policy, Some(&before), users, vec![]);
+
+        reconcile(Arc::new(policy.clone()), Arc::new(released))
+            .await
+            .unwrap();
+
+        let bodies: Vec<Value> = recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, uri, _)| m == "PATCH" && uri.contains("bindings/"))
+            .map(|(_, _, body)| body["subjects"].clone())
+            .collect();
+        assert_eq!(bodies, vec![json!([]), json!([])]);
+        let revoked: Vec<String> = events(&recorded)
+            .into_iter()
+            .map(|(_, reason, _)| reason)
+            .collect();
+        assert!(
+            revoked.contains(&"AccessRevoked".to_string()),
+            "{revoked:?}"
+        );
     }
 
     #[test]
@@ -1292,5 +1828,60 @@ mod tests {
             drain(&mut policies, &mut tenants),
             (vec!["analysts".to_string()], vec![])
         );
+    }
+
+    #[test]
+    fn a_new_or_relabelled_namespace_enqueues_the_policies_that_select_namespaces() {
+        let (triggers, mut policies, mut tenants) = triggers();
+        let mut selecting = policy();
+        selecting.metadata.name = Some("selecting".into());
+        selecting.spec.grants = vec![Grant {
+            cluster_role: Some("view".into()),
+            namespace_selector: Some(Default::default()),
+            ..Default::default()
+        }];
+        let triggers = Triggers {
+            policies: cache(vec![policy(), selecting]),
+            ..triggers
+        };
+        let mut team = Namespace::default();
+        team.metadata.name = Some("team".into());
+        let mut relabelled = team.clone();
+        relabelled.labels_mut().insert("team".into(), "data".into());
+        let mut data = Namespace::default();
+        data.metadata.name = Some("data".into());
+
+        triggers.on_namespace_event(&Event::Apply(team.clone()), None);
+        let created = drain(&mut policies, &mut tenants);
+        triggers.on_namespace_event(&Event::Apply(team.clone()), Some(&team));
+        let unchanged = drain(&mut policies, &mut tenants);
+        triggers.on_namespace_event(&Event::Apply(relabelled), Some(&team));
+        let moved = drain(&mut policies, &mut tenants);
+        triggers.on_namespace_event(&Event::Delete(data), None);
+        let mut listed = drain(&mut policies, &mut tenants);
+        listed.0.sort();
+
+        assert_eq!(created, (vec!["selecting".to_string()], vec![]));
+        assert_eq!(unchanged, (vec![], vec![]));
+        assert_eq!(moved, created);
+        assert_eq!(
+            listed,
+            (
+                vec!["analysts".to_string(), "selecting".to_string()],
+                vec![]
+            )
+        );
+    }
+
+    #[test]
+    fn the_release_annotation_counts_as_a_policy_change() {
+        let before = policy();
+        let mut annotated = before.clone();
+        annotated
+            .annotations_mut()
+            .insert(ALLOW_MASS_REVOCATION_ANNOTATION.into(), "true".into());
+
+        assert!(is_policy_changed(Some(&before), &annotated));
+        assert!(!is_policy_changed(Some(&annotated), &annotated));
     }
 }

@@ -19,7 +19,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -28,10 +28,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::desired::is_dns1123_subdomain;
+use super::audit::{build_access_changes, log_access_changes};
+use super::desired::{build_policy_label_value, is_dns1123_subdomain};
 use super::{
-    ControllerSettings, Directory, build_desired, build_policy_status, error_chain,
-    log_access_changes,
+    ControllerSettings, CurrentAccess, Directory, POLICY_LABEL, Snapshot, build_policy_access,
+    build_policy_status, error_chain,
 };
 use crate::resources::{AccessPolicy, AccessPolicyStatus, kind_of};
 
@@ -186,19 +187,27 @@ pub fn reconcile_local(
 ) -> Result<LocalReport, LocalError> {
     let output = data.join(OUTPUT_DIR);
 
-    // Fetch: the policies from their files.
+    // Fetch: the policies from their files, and the bindings the output holds.
     let (policies, unreadable) = fetch_policies(&data.join(POLICIES_DIR));
+    let existing = fetch_bindings(&output)?;
 
     // Build: every file the policies and the directory imply.
     let mut files = BTreeMap::new();
+    let mut explanations = BTreeMap::new();
     for policy in &policies {
         let tenant = &policy.spec.tenant;
-        let desired = build_desired(
-            policy,
-            &directory.users(tenant),
-            &directory.groups(tenant),
-            settings,
-        );
+        let path = build_status_path(&output, &policy.name_any());
+        let previous = read_yaml::<AccessPolicyStatus>(&path);
+        let mut policy = policy.clone();
+        policy.status = previous.clone();
+        let label = build_policy_label_value(&policy.name_any());
+        let current = existing
+            .get(&label)
+            .map(OwnBindings::current)
+            .unwrap_or_default();
+        let (users, groups) = (directory.users(tenant), directory.groups(tenant));
+        let snapshot = Snapshot::new(&users, &groups);
+        let desired = build_policy_access(&policy, &snapshot, &current, settings);
         for binding in &desired.cluster_role_bindings {
             let path = build_binding_path(
                 &output,
@@ -219,12 +228,11 @@ pub fn reconcile_local(
             let content = render(binding, &path)?;
             files.insert(path, content);
         }
-        let path = build_status_path(&output, &policy.name_any());
-        let previous = read_yaml::<AccessPolicyStatus>(&path);
         let generation = policy.metadata.generation;
         let status = build_policy_status(&desired, None, generation, previous.as_ref(), now);
         let content = render(&status, &path)?;
         files.insert(path, content);
+        explanations.insert(label, desired.explanations);
     }
 
     // Apply: write the files whose content changed.
@@ -238,7 +246,6 @@ pub fn reconcile_local(
         if current.as_deref() == Some(content.as_str()) {
             continue;
         }
-        log_binding_change(path, current.as_deref(), Some(content));
         write_atomically(path, content)?;
         report.written.push(path.clone());
     }
@@ -249,13 +256,83 @@ pub fn reconcile_local(
             if files.contains_key(&path) {
                 continue;
             }
-            log_binding_change(&path, std::fs::read_to_string(&path).ok().as_deref(), None);
             delete_file(&path)?;
             report.removed.push(path);
         }
         delete_empty_dirs(&output.join(ROLE_BINDINGS_DIR))?;
     }
+
+    // Audit: log what the output now grants that it did not, and the reverse.
+    if !report.written.is_empty() || !report.removed.is_empty() {
+        let after = fetch_bindings(&output)?;
+        let labels: BTreeSet<&String> = existing.keys().chain(after.keys()).collect();
+        let none = BTreeMap::new();
+        for label in labels {
+            let subjects = |bindings: &BTreeMap<String, OwnBindings>| {
+                bindings
+                    .get(label)
+                    .map(|b| b.current().targets)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(target, current)| (target, current.subjects))
+                    .collect()
+            };
+            let why = explanations.get(label).unwrap_or(&none);
+            let changes = build_access_changes(&subjects(&existing), &subjects(&after), why);
+            log_access_changes(label, &changes);
+        }
+    }
     Ok(report)
+}
+
+/// The binding files of one policy, parsed.
+#[derive(Default)]
+struct OwnBindings {
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    role_bindings: Vec<RoleBinding>,
+}
+
+impl OwnBindings {
+    fn current(&self) -> CurrentAccess {
+        CurrentAccess::from_bindings(&self.cluster_role_bindings, &self.role_bindings)
+    }
+}
+
+/// The binding files under `output`, by the policy label they carry. A file that does not
+/// parse counts as absent: it is rewritten or removed like any other.
+fn fetch_bindings(output: &Path) -> Result<BTreeMap<String, OwnBindings>, LocalError> {
+    let mut bindings: BTreeMap<String, OwnBindings> = BTreeMap::new();
+    let yaml = |name: &str| name.ends_with(&format!(".{YAML_EXTENSION}"));
+    let policy_of = |labels: &BTreeMap<String, String>| labels.get(POLICY_LABEL).cloned();
+    for scope in list_dirs(&output.join(CLUSTER_ROLE_BINDINGS_DIR))? {
+        for path in list_files_or_none(&scope, yaml)? {
+            let Some(binding) = read_yaml::<ClusterRoleBinding>(&path) else {
+                continue;
+            };
+            if let Some(policy) = policy_of(binding.labels()) {
+                bindings
+                    .entry(policy)
+                    .or_default()
+                    .cluster_role_bindings
+                    .push(binding);
+            }
+        }
+    }
+    for scope in list_dirs(&output.join(ROLE_BINDINGS_DIR))? {
+        for path in list_files_or_none(&scope, yaml)? {
+            let Some(binding) = read_yaml::<RoleBinding>(&path) else {
+                continue;
+            };
+            if let Some(policy) = policy_of(binding.labels()) {
+                bindings
+                    .entry(policy)
+                    .or_default()
+                    .role_bindings
+                    .push(binding);
+            }
+        }
+    }
+    Ok(bindings)
 }
 
 /// Loads every AccessPolicy of the `*.yaml` files in `dir`, in file name order. Documents
@@ -362,64 +439,6 @@ fn render<T: Serialize>(value: &T, path: &Path) -> Result<String, LocalError> {
 fn read_yaml<T: DeserializeOwned>(path: &Path) -> Option<T> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_norway::from_str(&text).ok()
-}
-
-/// Logs the subjects a binding file gains or loses; other files pass silently.
-fn log_binding_change(path: &Path, before: Option<&str>, after: Option<&str>) {
-    let Some(kind_dir) = path
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-    else {
-        return;
-    };
-    let parse = |text: Option<&str>| text.and_then(|text| parse_binding(kind_dir, text));
-    let (before, after) = (parse(before), parse(after));
-    let Some(binding) = after.as_ref().or(before.as_ref()) else {
-        return;
-    };
-    let subjects_of =
-        |b: Option<&BindingSummary>| b.map(|b| b.subjects.clone()).unwrap_or_default();
-    log_access_changes(
-        &binding.policy,
-        &binding.name,
-        binding.namespace.as_deref(),
-        &subjects_of(before.as_ref()),
-        &subjects_of(after.as_ref()),
-    );
-}
-
-/// The parts of a binding file that access logs name.
-struct BindingSummary {
-    policy: String,
-    namespace: Option<String>,
-    name: String,
-    subjects: Vec<Subject>,
-}
-
-fn parse_binding(kind_dir: &std::ffi::OsStr, text: &str) -> Option<BindingSummary> {
-    let policy_of = |labels: &BTreeMap<String, String>| {
-        labels.get(super::POLICY_LABEL).cloned().unwrap_or_default()
-    };
-    if kind_dir == CLUSTER_ROLE_BINDINGS_DIR {
-        let binding: ClusterRoleBinding = serde_norway::from_str(text).ok()?;
-        Some(BindingSummary {
-            policy: policy_of(binding.labels()),
-            namespace: None,
-            name: binding.name_any(),
-            subjects: binding.subjects.unwrap_or_default(),
-        })
-    } else if kind_dir == ROLE_BINDINGS_DIR {
-        let binding: RoleBinding = serde_norway::from_str(text).ok()?;
-        Some(BindingSummary {
-            policy: policy_of(binding.labels()),
-            namespace: binding.namespace(),
-            name: binding.name_any(),
-            subjects: binding.subjects.unwrap_or_default(),
-        })
-    } else {
-        None
-    }
 }
 
 /// Every output file this controller owns: bindings and policy statuses.
@@ -534,7 +553,7 @@ fn delete_empty_dirs(kind_dir: &Path) -> Result<(), LocalError> {
 mod tests {
     use super::*;
     use crate::resources::{GroupMember, ScimGroup, ScimGroupSpec, ScimUser, ScimUserSpec};
-    use k8s_openapi::api::rbac::v1::RoleRef;
+    use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::sync::Mutex;
 

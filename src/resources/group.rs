@@ -31,9 +31,14 @@ pub struct ScimGroupSpec {
     /// Identifier of the group in the identity provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
-    /// Members, by SCIM id.
+    /// Members, by SCIM id. Empty when the members are kept in shards (`memberShards`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<GroupMember>,
+    /// When set, the members are kept in this many ScimGroupMembers objects (named
+    /// `gm-<id>-<shard>`) instead of `members`, so that large groups fit and one change
+    /// rewrites one shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_shards: Option<i64>,
 }
 
 /// One member of a group.

@@ -2,12 +2,15 @@
 //! and AccessPolicy (what access those identities get).
 
 mod group;
+mod members;
 mod policy;
 mod user;
 
 pub use group::{GroupMember, ScimGroup, ScimGroupSpec, ScimGroupStatus};
+pub use members::{ScimGroupMembers, ScimGroupMembersSpec};
 pub use policy::{
-    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, Grant, GroupSelector, SubjectKind,
+    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, Grant, GroupSelector, PlatformGrant,
+    PlatformPrivilege, SelectedGroup, SubjectKind,
 };
 pub use user::{
     Address, EnterpriseUser, Manager, MultiValued, Name, ScimUser, ScimUserSpec, ScimUserStatus,
@@ -31,7 +34,12 @@ pub const MANAGED_BY: &str = "scim-operator";
 
 /// The CRDs of all resources, as one multi-document YAML stream in a stable order.
 pub fn crds_yaml() -> Result<String, serde_norway::Error> {
-    let crds = [ScimUser::crd(), ScimGroup::crd(), AccessPolicy::crd()];
+    let crds = [
+        ScimUser::crd(),
+        ScimGroup::crd(),
+        ScimGroupMembers::crd(),
+        AccessPolicy::crd(),
+    ];
     let mut out = String::new();
     for crd in crds {
         out.push_str("---\n");

@@ -3,7 +3,7 @@
 //! Policies are cluster-scoped: a policy can grant ClusterRoles cluster-wide, so writing
 //! one is a cluster administrator's act, not something a tenant namespace may do.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,10 @@ pub struct AccessPolicySpec {
     /// Whether subjects are the members as kind User, the group as kind Group, or both.
     #[serde(default)]
     pub subjects: SubjectKind,
+    /// Privileges on data platform tables that the members of the groups receive, in the
+    /// platform access configuration the operator renders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform_grants: Vec<PlatformGrant>,
 }
 
 /// Selects one group by exactly one of its identifiers.
@@ -53,11 +57,11 @@ pub struct GroupSelector {
 
 /// One role granted to the selected groups.
 ///
-/// Exactly one of `clusterRole` and `role` is set. A `clusterRole` without `namespaces` is
-/// bound cluster-wide with a ClusterRoleBinding; with `namespaces` it is bound by a
-/// RoleBinding in each. A `role` names a Role, which exists per namespace, so it needs
-/// `namespaces`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// Exactly one of `clusterRole` and `role` is set. A `clusterRole` with neither `namespaces`
+/// nor `namespaceSelector` is bound cluster-wide with a ClusterRoleBinding; otherwise it is
+/// bound by a RoleBinding in each listed namespace and in each namespace the selector
+/// matches. A `role` names a Role, which exists per namespace, so it needs one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Grant {
     /// Name of a ClusterRole.
@@ -69,6 +73,50 @@ pub struct Grant {
     /// Namespaces to bind in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Also bind in every namespace whose labels match, as they change: a namespace created
+    /// or labelled later gets its binding, one that stops matching loses it. An empty
+    /// selector matches every namespace, as everywhere in Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+}
+
+/// Privileges on data platform tables, granted to the selected groups.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformGrant {
+    /// Tables as `catalog.schema.table`; each part is a lower-case name or `*` for any.
+    #[schemars(
+        length(min = 1),
+        inner(regex(pattern = r"^(\*|[a-z0-9_-]+)\.(\*|[a-z0-9_-]+)\.(\*|[a-z0-9_-]+)$"))
+    )]
+    pub resources: Vec<String>,
+    /// What the members may do with the tables.
+    #[schemars(length(min = 1))]
+    pub privileges: Vec<PlatformPrivilege>,
+    /// Names of the platform targets that receive the grant; every target when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+}
+
+/// A privilege on a table, named as in Trino's file-based access control.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlatformPrivilege {
+    // Declared in alphabetical order, so that sorted lists read alphabetically.
+    /// Delete rows.
+    Delete,
+    /// Let views the holder owns expose the table to others.
+    GrantSelect,
+    /// Insert rows.
+    Insert,
+    /// Create, drop, alter and comment on the table.
+    Ownership,
+    /// Read rows.
+    Select,
+    /// Update rows.
+    Update,
 }
 
 /// The kind of RoleBinding subject a policy produces.
@@ -99,7 +147,31 @@ pub struct AccessPolicyStatus {
     /// Number of bindings owned.
     #[serde(default)]
     pub binding_count: i64,
+    /// Number of subjects the policy no longer grants that keep their bindings, because
+    /// revoking them was held (see the Degraded condition).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_subject_count: i64,
+    /// The groups the bindings were built from; a later pass tells a group that vanished
+    /// from a member that left it by comparing with this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected_groups: Vec<SelectedGroup>,
     /// Ready and Degraded conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A group a policy selected, as it was then.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectedGroup {
+    /// The group's SCIM id.
+    pub id: String,
+    /// The group's displayName at the time.
+    pub display_name: String,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }

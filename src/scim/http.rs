@@ -21,6 +21,7 @@ use super::schema::{GROUP, USER, resource_type_to_json, schema_to_json};
 use super::service::{ListQuery, Projection, ScimService, ServiceKind, etag_matches};
 use crate::resources::{ScimGroup, ScimUser};
 use crate::store::{IndexOf, Store};
+use crate::telemetry;
 
 /// Media type of SCIM responses.
 pub const SCIM_MEDIA_TYPE: &str = "application/scim+json";
@@ -103,10 +104,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/Bulk", post(bulk))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside authentication, where the caller's connection is known.
+        .layer(middleware::from_fn(record_write))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
-    Router::new().nest("/scim/v2", api).fallback(not_found)
+    Router::new()
+        .nest("/scim/v2", api)
+        .fallback(not_found)
+        // Outermost, so refused and unknown requests are counted too.
+        .layer(middleware::from_fn(telemetry::track_request))
+}
+
+/// Records the time of each successful write per connection, so a connection whose IdP
+/// stopped provisioning shows up as stale.
+async fn record_write(request: Request, next: Next) -> Response {
+    let connection = request
+        .extensions()
+        .get::<Tenant>()
+        .filter(|_| telemetry::is_write(request.method(), request.uri().path()))
+        .map(|tenant| tenant.entry.connection.clone());
+    let response = next.run(request).await;
+    if let Some(connection) = connection
+        && response.status().is_success()
+    {
+        telemetry::record_successful_write(&connection);
+    }
+    response
 }
 
 async fn not_found() -> ScimError {

@@ -179,6 +179,15 @@ impl<K: ScimKind> IndexRead<'_, K> {
     pub fn tenant(&self, tenant: &str) -> Option<&TenantIndex<K>> {
         self.0.get(tenant)
     }
+
+    /// The indexed object with the same namespace and name as `obj`.
+    pub fn tenant_object(&self, obj: &K) -> Option<Arc<K>> {
+        self.0
+            .get(&obj.namespace().unwrap_or_default())?
+            .by_name
+            .get(&obj.name_any())
+            .cloned()
+    }
 }
 
 impl<K: ScimKind> Index<K> {
@@ -211,13 +220,32 @@ impl<K: ScimKind> Index<K> {
         let tenant = obj.namespace().unwrap_or_default();
         let mut tenants = self.write();
         let index = tenants.entry(tenant).or_default();
+        // An event about a version the index already holds carries nothing new (and, for a
+        // group kept in shards, may hold fewer members than the store's own write recorded).
         if let Some(current) = index.by_name.get(&obj.name_any())
             && current.uid() == obj.uid()
-            && is_newer(
+            && holds_at_least(
                 current.resource_version().as_deref(),
                 obj.resource_version().as_deref(),
             )
         {
+            return;
+        }
+        index.insert(Arc::new(obj));
+        drop(tenants);
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Records an object even when the index holds the same version: for a group whose
+    /// member shards changed while the group object did not.
+    pub fn upsert_same_version(&self, obj: K) {
+        let tenant = obj.namespace().unwrap_or_default();
+        let mut tenants = self.write();
+        let index = tenants.entry(tenant).or_default();
+        let holds_same = index.by_name.get(&obj.name_any()).is_some_and(|current| {
+            current.uid() == obj.uid() && current.resource_version() == obj.resource_version()
+        });
+        if !holds_same {
             return;
         }
         index.insert(Arc::new(obj));
@@ -268,14 +296,14 @@ impl<K: ScimKind> Index<K> {
     }
 }
 
-/// Whether `current` is strictly newer than `incoming`. Resource versions are opaque, but
+/// Whether `current` is as new as `incoming` or newer. Resource versions are opaque, but
 /// where both are numbers (as with etcd) their order is the order of writes.
-fn is_newer(current: Option<&str>, incoming: Option<&str>) -> bool {
+fn holds_at_least(current: Option<&str>, incoming: Option<&str>) -> bool {
     match (
         current.and_then(|v| v.parse::<u64>().ok()),
         incoming.and_then(|v| v.parse::<u64>().ok()),
     ) {
-        (Some(c), Some(i)) => c > i,
+        (Some(c), Some(i)) => c >= i,
         _ => false,
     }
 }

@@ -5,12 +5,15 @@ pub mod embedded;
 pub mod index;
 pub mod kind;
 pub mod kube;
+pub mod shards;
 
+use std::any::Any;
 use std::sync::Arc;
 
 use crate::resources::{ScimGroup, ScimUser};
 use index::Index;
 use kind::ScimKind;
+use shards::ShardCache;
 
 /// Field manager of every write the store makes.
 pub const FIELD_MANAGER: &str = "scim-operator";
@@ -87,8 +90,23 @@ pub struct Store {
     pub backend: Backend,
     /// Users by tenant.
     pub users: Arc<Index<ScimUser>>,
-    /// Groups by tenant.
+    /// Groups by tenant, with their members merged in from shards.
     pub groups: Arc<Index<ScimGroup>>,
+    /// Member shards of large groups (Kubernetes backend only).
+    pub shards: Arc<ShardCache>,
+}
+
+/// The object as a group, when it is one.
+fn as_group<K: ScimKind>(obj: &K) -> Option<&ScimGroup> {
+    (obj as &dyn Any).downcast_ref::<ScimGroup>()
+}
+
+/// A group as the generic kind it was asked for.
+fn from_group<K: ScimKind>(group: ScimGroup) -> Option<K> {
+    (Box::new(group) as Box<dyn Any>)
+        .downcast::<K>()
+        .ok()
+        .map(|b| *b)
 }
 
 /// Access to the index of a kind.
@@ -115,6 +133,11 @@ impl Store {
     where
         Self: IndexOf<K>,
     {
+        if let (Backend::Kube(kube), Some(group)) = (&self.backend, as_group(obj)) {
+            let created = kube.create_group(group, &self.shards).await?;
+            self.groups.upsert(created.clone());
+            return from_group(created).ok_or(StoreError::Invalid("not a group".into()));
+        }
         let created = self.backend.create(obj).await?;
         self.index().upsert(created.clone());
         Ok(created)
@@ -125,6 +148,14 @@ impl Store {
     where
         Self: IndexOf<K>,
     {
+        if let (Backend::Kube(kube), Some(group)) = (&self.backend, as_group(obj)) {
+            let current = self.groups.read().tenant_object(group);
+            let replaced = kube
+                .replace_group(group, current.as_deref(), &self.shards)
+                .await?;
+            self.groups.upsert(replaced.clone());
+            return from_group(replaced).ok_or(StoreError::Invalid("not a group".into()));
+        }
         let replaced = self.backend.replace(obj).await?;
         self.index().upsert(replaced.clone());
         Ok(replaced)
@@ -138,10 +169,24 @@ impl Store {
         match self.backend.delete(obj).await {
             Ok(()) | Err(StoreError::NotFound) => {
                 self.index().remove(obj);
-                Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
         }
+        // A rename creates the new object before deleting the old one; the shards, keyed by
+        // id, then belong to the new object and stay.
+        if let (Backend::Kube(kube), Some(group)) = (&self.backend, as_group(obj)) {
+            let still_used = {
+                let read = self.groups.read();
+                let namespace = ::kube::ResourceExt::namespace(group).unwrap_or_default();
+                read.tenant(&namespace)
+                    .and_then(|t| t.get_by_id(&group.spec.id))
+                    .is_some()
+            };
+            if !still_used {
+                kube.delete_shards(group).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads an object from the backend and refreshes the index with it.
@@ -153,7 +198,10 @@ impl Store {
     where
         Self: IndexOf<K>,
     {
-        let found = self.backend.get_live::<K>(namespace, name).await?;
+        let mut found = self.backend.get_live::<K>(namespace, name).await?;
+        if let Some(group) = found.as_ref().and_then(as_group) {
+            found = from_group(self.shards.merge(group.clone()));
+        }
         if let Some(obj) = &found {
             self.index().upsert(obj.clone());
         }

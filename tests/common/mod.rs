@@ -100,13 +100,9 @@ pub fn start_server(args: &[&str], envs: &[(&str, &str)], log_dir: &Path) -> Ser
     panic!("the server did not answer within 60 seconds");
 }
 
-/// A short random string.
+/// A random string, unique across tests that start at the same moment.
 pub fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{:x}{:x}", nanos, std::process::id())
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Sends a request with curl and returns the status and the parsed body (Null when empty).
@@ -194,6 +190,7 @@ pub fn install_crds(kubeconfig: &str) {
             "--timeout=60s",
             "crd/scimusers.scim-operator.dev",
             "crd/scimgroups.scim-operator.dev",
+            "crd/scimgroupmembers.scim-operator.dev",
             "crd/accesspolicies.scim-operator.dev",
         ],
         None,
@@ -257,4 +254,52 @@ pub fn replay(server: &Server) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// The subject names of the RoleBinding a policy owns in a namespace; `None` while there is
+/// no such binding.
+pub fn policy_binding_subjects(
+    kubeconfig: &str,
+    namespace: &str,
+    policy: &str,
+) -> Option<Vec<String>> {
+    let selector = format!("scim-operator.dev/policy={policy}");
+    let out = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "rolebindings",
+            "-n",
+            namespace,
+            "-l",
+            &selector,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let binding = list["items"].as_array()?.first()?.clone();
+    Some(
+        binding["subjects"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// The decoded value of one key of a Secret.
+pub fn secret_value(kubeconfig: &str, namespace: &str, name: &str, key: &str) -> Option<String> {
+    let out = kubectl(
+        kubeconfig,
+        &["get", "secret", name, "-n", namespace, "-o", "json"],
+        None,
+    );
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_slice(&out.stdout).ok()?;
+    let bytes = secret.data?.remove(key)?.0;
+    String::from_utf8(bytes).ok()
 }
