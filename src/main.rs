@@ -418,6 +418,7 @@ async fn main() -> anyhow::Result<()> {
                 public_url: common.public_url.clone(),
                 service: common.service_settings(),
                 controller: common.controller_settings(),
+                platform_targets: common.settings.platform_targets()?,
             };
             server::run_local(options).await?;
         }
@@ -453,6 +454,7 @@ async fn main() -> anyhow::Result<()> {
                 public_url: common.public_url.clone(),
                 service: common.service_settings(),
                 controller: common.controller_settings(),
+                platform_targets: common.settings.platform_targets()?,
             };
             server::run_cluster(client().await?, options).await?;
         }

@@ -27,7 +27,8 @@ use crate::platform::format::privilege_name;
 use crate::platform::{
     PlatformError, PlatformOutput, PlatformTarget, build_platform_access, build_platform_outputs,
 };
-use crate::resources::{API_GROUP, AccessPolicy, ScimGroup, ScimUser, kind_of};
+use crate::resources::{API_GROUP, AccessPolicy, ScimGroup, ScimGroupMembers, ScimUser, kind_of};
+use crate::store::shards::merge_groups;
 
 /// Objects listed per request when reading from a cluster.
 const PAGE_SIZE: u32 = 500;
@@ -196,10 +197,12 @@ pub fn load_manifests(dir: &Path) -> Result<Snapshot, RenderError> {
 
 /// Lists every AccessPolicy, ScimUser and ScimGroup of the cluster `client` talks to.
 pub async fn fetch_cluster(client: &Client) -> Result<Snapshot, RenderError> {
+    let groups: Vec<ScimGroup> = fetch_all(client).await?;
+    let shards: Vec<ScimGroupMembers> = fetch_all(client).await?;
     let mut snapshot = Snapshot {
         policies: fetch_all(client).await?,
         users: fetch_all(client).await?,
-        groups: fetch_all(client).await?,
+        groups: merge_groups(&groups, &shards),
     };
     sort_snapshot(&mut snapshot);
     Ok(snapshot)

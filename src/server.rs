@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
@@ -12,6 +13,7 @@ use tracing::{info, warn};
 use crate::connections::spawn_token_watch;
 use crate::controller::{ControllerSettings, error_chain};
 use crate::leader::{self, LeaseSettings, Timings};
+use crate::platform::{PlatformTarget, render_platform_files, run_platform_sync};
 use crate::scim::auth::{ConnectionState, TokenEntry, hash_token};
 use crate::telemetry::{self, Readiness};
 
@@ -28,6 +30,8 @@ use crate::store::{Backend, Store, StoreError};
 
 /// How often readiness of the watch-fed indexes is checked at start.
 const SYNC_POLL: Duration = Duration::from_millis(50);
+/// How often the local mode re-renders data-platform files to pick up policy file edits.
+const LOCAL_PLATFORM_POLL: Duration = Duration::from_secs(1);
 /// How long requests in flight at shutdown may take to finish before their connections are
 /// closed; with the controller's own stop this fits the chart's 30-second grace period.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -187,6 +191,8 @@ pub struct LocalOptions {
     pub public_url: Option<String>,
     pub service: ServiceSettings,
     pub controller: ControllerSettings,
+    /// Data-platform configs rendered under `<data>/output/platform/`.
+    pub platform_targets: Vec<PlatformTarget>,
 }
 
 /// Settings of the cluster mode.
@@ -202,6 +208,8 @@ pub struct ClusterOptions {
     pub public_url: Option<String>,
     pub service: ServiceSettings,
     pub controller: ControllerSettings,
+    /// Data-platform configs kept by the reconciling replica.
+    pub platform_targets: Vec<PlatformTarget>,
 }
 
 /// Resolves on Ctrl-C or SIGTERM; every clone of the receiver sees it.
@@ -242,14 +250,48 @@ pub async fn run_local(o: LocalOptions) -> Result<(), ServerError> {
         o.data.clone(),
         store.clone(),
         store_changes(&store),
+        o.controller.clone(),
+        stopped(stop.clone()),
+    );
+    let platform = render_platform_loop(
+        o.data.clone(),
+        o.platform_targets,
+        store.clone(),
         o.controller,
+        store_changes(&store),
         stopped(stop.clone()),
     );
     let state = app_state(store, auth, o.public_url, o.service);
     let serving = serve(o.listen, state, stopped(stop));
-    let (served, reconciled) = tokio::join!(serving, local);
+    let (served, reconciled, ()) = tokio::join!(serving, local, platform);
     served.map_err(ServerError::Serve)?;
     reconciled.map_err(|e| ServerError::Controller(e.to_string()))
+}
+
+/// Renders the local mode's data-platform files after every change of the directory, and
+/// at least every [`LOCAL_PLATFORM_POLL`] for changes of the policy files.
+async fn render_platform_loop(
+    data: PathBuf,
+    targets: Vec<PlatformTarget>,
+    store: Arc<Store>,
+    settings: ControllerSettings,
+    mut changes: watch::Receiver<u64>,
+    shutdown: impl Future<Output = ()>,
+) {
+    if targets.is_empty() {
+        return;
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        if let Err(error) = render_platform_files(&data, &targets, store.as_ref(), &settings) {
+            warn!(error = %error_chain(&error), "failed to render the data-platform files");
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = changes.changed() => {},
+            () = tokio::time::sleep(LOCAL_PLATFORM_POLL) => {},
+        }
+    }
 }
 
 /// The cluster mode: SCIM over the Kubernetes API, the controller (only on the replica that
@@ -319,6 +361,7 @@ pub async fn run_cluster(client: kube::Client, o: ClusterOptions) -> Result<(), 
                 let controlled = run_controller(
                     client.clone(),
                     o.controller.clone(),
+                    o.platform_targets.clone(),
                     lease_namespace.map(|namespace| LeaseSettings {
                         namespace,
                         name: o.lease_name.clone(),
@@ -378,15 +421,21 @@ async fn start_cluster_scim(
 async fn run_controller(
     client: kube::Client,
     settings: ControllerSettings,
+    targets: Vec<PlatformTarget>,
     lease: Option<LeaseSettings>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let Some(lease) = lease else {
         telemetry::set_leader(true);
         let _reset = telemetry::ManagedObjectsReset;
-        let result = crate::controller::kube::run(client, settings, shutdown).await;
+        let shutdown = (Box::pin(shutdown) as futures::future::BoxFuture<'static, ()>).shared();
+        let (controlled, synced) = tokio::join!(
+            crate::controller::kube::run(client.clone(), settings.clone(), shutdown.clone()),
+            run_platform_sync(client, targets, settings, shutdown),
+        );
         telemetry::set_leader(false);
-        return result.map_err(|e| ServerError::Controller(error_chain(&e)));
+        controlled.map_err(|e| ServerError::Controller(error_chain(&e)))?;
+        return synced.map_err(|e| ServerError::Controller(error_chain(&e)));
     };
     info!(
         lease = %lease.name,
@@ -394,11 +443,15 @@ async fn run_controller(
         identity = %lease.identity,
         "leader election started"
     );
-    let work = |stop| {
-        let running = crate::controller::kube::run(client.clone(), settings.clone(), stop);
+    let work = |stop: futures::future::BoxFuture<'static, ()>| {
+        let stop = stop.shared();
+        let running = crate::controller::kube::run(client.clone(), settings.clone(), stop.clone());
+        let platform = run_platform_sync(client.clone(), targets.clone(), settings.clone(), stop);
         async move {
             let _reset = telemetry::ManagedObjectsReset;
-            running.await
+            let (controlled, synced) = tokio::join!(running, platform);
+            controlled.map_err(|e| ServerError::Controller(error_chain(&e)))?;
+            synced.map_err(|e| ServerError::Controller(error_chain(&e)))
         }
     };
     leader::run_elected(client.clone(), lease, shutdown, work)

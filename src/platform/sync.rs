@@ -34,7 +34,8 @@ use super::{
 };
 use crate::controller::kube::FIELD_MANAGER;
 use crate::controller::{ControllerSettings, Directory, error_chain};
-use crate::resources::{AccessPolicy, ScimGroup, ScimUser};
+use crate::resources::{AccessPolicy, ScimGroup, ScimGroupMembers, ScimUser};
+use crate::store::shards::merge_groups;
 
 /// How long a burst of changes may keep arriving before the targets are rendered.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -91,16 +92,19 @@ pub async fn run_platform_sync(
     let (policies, policy_writer) = reflector::store::<AccessPolicy>();
     let (users, user_writer) = reflector::store::<ScimUser>();
     let (groups, group_writer) = reflector::store::<ScimGroup>();
+    let (shards, shard_writer) = reflector::store::<ScimGroupMembers>();
     let (changes_tx, changes) = watch::channel(0u64);
-    let feeds = future::join3(
+    let feeds = future::join4(
         feed(Api::all(client.clone()), policy_writer, changes_tx.clone()),
         feed(Api::all(client.clone()), user_writer, changes_tx.clone()),
-        feed(Api::all(client.clone()), group_writer, changes_tx),
+        feed(Api::all(client.clone()), group_writer, changes_tx.clone()),
+        feed(Api::all(client.clone()), shard_writer, changes_tx),
     );
     let caches = Caches {
         policies,
         users,
         groups,
+        shards,
     };
 
     // Render and apply after every change, until shutdown.
@@ -218,6 +222,7 @@ struct Caches {
     policies: Store<AccessPolicy>,
     users: Store<ScimUser>,
     groups: Store<ScimGroup>,
+    shards: Store<ScimGroupMembers>,
 }
 
 async fn run_passes(
@@ -229,10 +234,11 @@ async fn run_passes(
 ) {
     // Wait: an incomplete cache would render too little access, so none is used before
     // it holds a full listing.
-    let ready = future::try_join3(
+    let ready = future::try_join4(
         caches.policies.wait_until_ready(),
         caches.users.wait_until_ready(),
         caches.groups.wait_until_ready(),
+        caches.shards.wait_until_ready(),
     );
     if ready.await.is_err() {
         return;
@@ -249,10 +255,12 @@ async fn run_passes(
             caches.policies.state(),
             caches.users.state(),
             caches.groups.state(),
+            caches.shards.state(),
         );
         let (t, s) = (Arc::clone(&targets), Arc::clone(&settings));
         let built = tokio::task::spawn_blocking(move || {
-            let (policies, users, groups) = snapshot;
+            let (policies, users, groups, shards) = snapshot;
+            let groups = merge_groups(&groups, &shards);
             build_platform_outputs(&t, &policies, &users, &groups, &s)
         })
         .await

@@ -1,6 +1,7 @@
 //! Member shards of large groups: where each member goes, and the cache of shards that
 //! turns a group object and its shards back into one member list.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
@@ -165,6 +166,25 @@ impl ShardCache {
             .collect();
         group
     }
+}
+
+/// Groups with their members filled in from `shards`, for readers that keep their own
+/// caches of both (the controller, the platform sync, `render`).
+pub fn merge_groups<G: Borrow<ScimGroup>, S: Borrow<ScimGroupMembers>>(
+    groups: &[G],
+    shards: &[S],
+) -> Vec<ScimGroup> {
+    let cache = ShardCache::default();
+    if groups
+        .iter()
+        .any(|g| g.borrow().spec.member_shards.is_some())
+    {
+        cache.replace_all(shards.iter().map(|s| s.borrow().clone()).collect());
+    }
+    groups
+        .iter()
+        .map(|g| cache.merge(g.borrow().clone()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -161,3 +161,14 @@ per IdP connection is the isolation boundary), and an ingress host when the ingr
 {{- fail "ingress.host is required when ingress.enabled is true" }}
 {{- end }}
 {{- end }}
+
+{{/* The platform targets as the operator reads them: name=...,format=...,kind=...,namespace=...,object=...[,tenant=...], comma separated. */}}
+{{- define "scim-operator.platformTargets" -}}
+{{- $parts := list }}
+{{- range .Values.platformTargets }}
+{{- $one := printf "name=%s,format=%s,kind=%s,namespace=%s,object=%s" .name .format .kind .namespace .object }}
+{{- if .tenant }}{{- $one = printf "%s,tenant=%s" $one .tenant }}{{- end }}
+{{- $parts = append $parts $one }}
+{{- end }}
+{{- join "," $parts }}
+{{- end }}
