@@ -246,3 +246,155 @@ fn tokens_of_connections_work_on_every_replica_and_revocation_is_immediate() {
         );
     }
 }
+
+/// Creates `count` users through /Bulk and returns their ids.
+fn bulk_users(server: &Server, prefix: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        let ops: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|i| {
+                json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"),
+                       "data": {"userName": format!("{prefix}{i}@example.com")}})
+            })
+            .collect();
+        let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops});
+        let (status, answer) = request(server, "POST", "/Bulk", Some(&body)).unwrap();
+        assert_eq!(status, 200, "{answer}");
+        for op in answer["Operations"].as_array().unwrap() {
+            assert_eq!(op["status"], json!("201"), "{op}");
+            let location = op["location"].as_str().unwrap();
+            ids.push(location.rsplit('/').next().unwrap().to_string());
+        }
+    }
+    ids
+}
+
+#[test]
+fn concurrent_changes_to_a_sharded_group_and_racing_renames_lose_nothing() {
+    let Some(kubeconfig) = kubeconfig("concurrent writes to a sharded group") else {
+        return;
+    };
+    install_crds(&kubeconfig);
+    let ns = TestNamespace::create(&kubeconfig, "bigrace");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("SCIM_OPERATOR_TOKEN", "race-token"),
+    ];
+    let server = Arc::new(start_server(
+        &["run", "--namespace", ns.name.as_str(), "--no-controller"],
+        &env,
+        dir.path(),
+    ));
+
+    let ids = bulk_users(&server, "big", 1_100);
+    let (members, extra) = ids.split_at(1_080);
+    let value: Vec<serde_json::Value> = members.iter().map(|id| json!({"value": id})).collect();
+    let (status, group) = request(
+        &server,
+        "POST",
+        "/Groups",
+        Some(&json!({"displayName": "everyone", "members": value})),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{group}");
+    let gid = group["id"].as_str().unwrap().to_string();
+    let shards = common::kubectl_ok(
+        &kubeconfig,
+        &["get", "scimgroupmembers", "-n", &ns.name, "-o", "name"],
+        None,
+    );
+    assert!(
+        shards.lines().count() > 1,
+        "the group is not sharded: {shards}"
+    );
+
+    // Twenty additions and ten removals at once.
+    let mut threads = Vec::new();
+    for id in extra.iter().cloned() {
+        let (server, gid) = (server.clone(), gid.clone());
+        threads.push(std::thread::spawn(move || {
+            let body =
+                json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]});
+            request(&server, "PATCH", &format!("/Groups/{gid}"), Some(&body)).map(|r| r.0)
+        }));
+    }
+    for id in members[..10].iter().cloned() {
+        let (server, gid) = (server.clone(), gid.clone());
+        threads.push(std::thread::spawn(move || {
+            let body = json!({"Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]});
+            request(&server, "PATCH", &format!("/Groups/{gid}"), Some(&body)).map(|r| r.0)
+        }));
+    }
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), Ok(200));
+    }
+    let stored = || -> usize {
+        let out = common::kubectl_ok(
+            &kubeconfig,
+            &["get", "scimgroupmembers", "-n", &ns.name, "-o", "json"],
+            None,
+        );
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut all: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["spec"]["members"].as_array().cloned().unwrap_or_default())
+            .filter_map(|m| m["value"].as_str().map(str::to_string))
+            .collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    assert_eq!(
+        stored(),
+        1_080 + 20 - 10,
+        "members were lost or duplicated in the shards"
+    );
+    let (_, read) = get(&server, &format!("/Groups/{gid}")).unwrap();
+    assert_eq!(read["members"].as_array().map(Vec::len), Some(1_090));
+
+    // Twelve renames at once: one object for the id remains, under a name that answered 200.
+    let mut threads = Vec::new();
+    for i in 0..12 {
+        let (server, gid) = (server.clone(), gid.clone());
+        threads.push(std::thread::spawn(move || {
+            let name = format!("everyone-{}", i % 3);
+            let body =
+                json!({"Operations": [{"op": "replace", "path": "displayName", "value": name}]});
+            request(&server, "PATCH", &format!("/Groups/{gid}"), Some(&body)).map(|r| (r.0, name))
+        }));
+    }
+    let outcomes: Vec<(u16, String)> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap())
+        .collect();
+    assert!(
+        outcomes.iter().all(|(s, _)| *s == 200 || *s == 409),
+        "{outcomes:?}"
+    );
+    let objects = common::kubectl_ok(
+        &kubeconfig,
+        &["get", "scimgroups", "-n", &ns.name, "-o", "json"],
+        None,
+    );
+    let objects: serde_json::Value = serde_json::from_str(&objects).unwrap();
+    let with_id: Vec<&serde_json::Value> = objects["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["spec"]["id"] == json!(gid))
+        .collect();
+    assert_eq!(with_id.len(), 1, "renames left several objects for one id");
+    let final_name = with_id[0]["spec"]["displayName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        outcomes.iter().any(|(s, n)| *s == 200 && *n == final_name),
+        "{final_name} {outcomes:?}"
+    );
+    assert_eq!(stored(), 1_090, "a rename lost members");
+}

@@ -41,8 +41,13 @@ impl Api {
     ) -> (StatusCode, Value, axum::http::HeaderMap) {
         let mut builder = Request::builder()
             .method(method)
-            .uri(format!("/scim/v2{path}"))
-            .header("content-type", "application/scim+json");
+            .uri(format!("/scim/v2{path}"));
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            builder = builder.header("content-type", "application/scim+json");
+        }
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
@@ -357,4 +362,118 @@ async fn me_is_not_implemented_and_unknown_paths_are_scim_errors() {
     let (status, body) = api.send("GET", "/Nope", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_scim_error(&body, None);
+}
+
+#[tokio::test]
+async fn a_member_whose_user_is_gone_does_not_block_other_changes_to_the_group() {
+    let api = api();
+    let ada = api.user("ada@example.com").await;
+    let bob = api.user("bob@example.com").await;
+    let (_, group) = api
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "g", "members": [{"value": ada}]})),
+        )
+        .await;
+    let gid = group["id"].as_str().unwrap().to_string();
+    // Deleting the user through SCIM removes the membership too; the point here is that a
+    // member the group held before is not re-checked when something else changes.
+    let (status, _) = api.send("DELETE", &format!("/Users/{ada}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let dangling =
+        json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": ada}]}]});
+    let (status, _) = api
+        .send("PATCH", &format!("/Groups/{gid}"), Some(dangling))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "adding an unknown member is still refused"
+    );
+    let add_bob = json!({"Operations": [
+        {"op": "add", "path": "members", "value": [{"value": bob}]},
+        {"op": "replace", "path": "displayName", "value": "renamed"},
+    ]});
+    let (status, body) = api
+        .send("PATCH", &format!("/Groups/{gid}"), Some(add_bob))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn bulk_keeps_the_order_of_operations_on_one_resource_and_reads_undeclared_ids_literally() {
+    let api = api();
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "PATCH", "path": "/Users/bulkId:o1", "data": {"Operations": [{"op": "replace", "path": "title", "value": "x"}]}},
+            {"method": "POST", "path": "/Users", "bulkId": "o1", "data": {"userName": "o1@example.com", "title": "bulkId:notes"}},
+            {"method": "DELETE", "path": "/Users/bulkId:o1"},
+        ],
+    });
+    let (status, answer) = api.send("POST", "/Bulk", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let statuses: Vec<(String, String)> = answer["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["method"].as_str().unwrap().to_string(),
+                o["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        // Results come in request order; the PATCH waited for the POST, the DELETE for both.
+        vec![
+            ("PATCH".into(), "200".into()),
+            ("POST".into(), "201".into()),
+            ("DELETE".into(), "204".into())
+        ]
+    );
+    let duplicate = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "d", "data": {"userName": "d1@example.com"}},
+            {"method": "POST", "path": "/Users", "bulkId": "d", "data": {"userName": "d2@example.com"}},
+        ],
+    });
+    let (status, error) = api.send("POST", "/Bulk", Some(duplicate)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_scim_error(&error, Some("invalidSyntax"));
+}
+
+#[tokio::test]
+async fn non_json_bodies_control_characters_and_bad_base64_are_refused() {
+    let api = api();
+    let auth = format!("Bearer {TOKEN}");
+    let (status, body, _) = api
+        .send_raw(
+            "POST",
+            "/Users",
+            b"userName=x".to_vec(),
+            &[("authorization", &auth), ("content-type", "text/plain")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_scim_error(&body, None);
+    let (status, body) = api
+        .send(
+            "POST",
+            "/Users",
+            Some(json!({"userName": "tab\tname@example.com"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_scim_error(&body, Some("invalidValue"));
+    let (status, body) = api
+        .send("POST", "/Users", Some(json!({"userName": "c@example.com", "x509Certificates": [{"value": "not base64!"}]})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_scim_error(&body, Some("invalidValue"));
+    let (_, list) = api.send("GET", "/Users", None).await;
+    assert_eq!(list["totalResults"], json!(0));
 }

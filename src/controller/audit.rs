@@ -24,6 +24,23 @@ pub enum Action {
     Revoked,
 }
 
+impl Action {
+    /// The reason of the Event that sums up changes of this action.
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            Action::Granted => EVENT_ACCESS_GRANTED,
+            Action::Revoked => EVENT_ACCESS_REVOKED,
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Granted => "granted",
+            Action::Revoked => "revoked",
+        }
+    }
+}
+
 /// One subject gaining or losing one role in one place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessChange {
@@ -122,13 +139,11 @@ pub fn log_access_changes(policy: &str, changes: &[AccessChange]) {
 }
 
 /// The notes of the Events that sum up `changes`: at most one for grants and one for
-/// revocations, as (reason, note), each within [`MAX_NOTE_BYTES`].
-pub fn build_event_notes(changes: &[AccessChange]) -> Vec<(&'static str, String)> {
+/// revocations, each within [`MAX_NOTE_BYTES`].
+pub fn build_event_notes(changes: &[AccessChange]) -> Vec<(Action, String)> {
     let mut notes = Vec::new();
-    for (action, reason, verb) in [
-        (Action::Granted, EVENT_ACCESS_GRANTED, "granted"),
-        (Action::Revoked, EVENT_ACCESS_REVOKED, "revoked"),
-    ] {
+    for action in [Action::Granted, Action::Revoked] {
+        let verb = action.verb();
         let of_action: Vec<&AccessChange> = changes.iter().filter(|c| c.action == action).collect();
         if of_action.is_empty() {
             continue;
@@ -158,7 +173,7 @@ pub fn build_event_notes(changes: &[AccessChange]) -> Vec<(&'static str, String)
                 format!("{name} ({})", cause.as_str())
             })
             .collect();
-        notes.push((reason, build_note(&head, &items)));
+        notes.push((action, build_note(&head, &items)));
     }
     notes
 }
@@ -292,13 +307,13 @@ mod tests {
             notes,
             vec![
                 (
-                    "AccessGranted",
+                    Action::Granted,
                     "granted 1 subject in 2 places (ClusterRole view cluster-wide and 1 \
                      more): alice (granted)"
                         .to_string()
                 ),
                 (
-                    "AccessRevoked",
+                    Action::Revoked,
                     "revoked 1 subject in 1 place (ClusterRole view cluster-wide): bob \
                      (deactivated)"
                         .to_string()
@@ -322,8 +337,8 @@ mod tests {
             &BTreeMap::new(),
         ));
 
-        let (reason, note) = &notes[0];
-        assert_eq!(*reason, "AccessGranted");
+        let (action, note) = &notes[0];
+        assert_eq!(*action, Action::Granted);
         assert!(note.len() <= MAX_NOTE_BYTES, "{}", note.len());
         assert!(note.starts_with("granted 5000 subjects in 1 place (ClusterRole view"));
         assert!(note.contains("user-00000@example.com (granted), user-00001@example.com"));

@@ -44,7 +44,10 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc as tenant_channel;
 use tracing::{debug, info, warn};
 
-use super::audit::{MAX_NOTE_BYTES, build_access_changes, build_event_notes, log_access_changes};
+use super::audit::{
+    Action as AccessAction, MAX_NOTE_BYTES, build_access_changes, build_event_notes,
+    log_access_changes,
+};
 use super::desired::build_policy_label_value;
 use super::status::{CONDITION_DEGRADED, build_not_synced_status};
 use super::{
@@ -560,14 +563,13 @@ async fn reconcile(policy: Arc<AccessPolicy>, context: Arc<Context>) -> Result<A
     log_access_changes(&name, &changes);
     let mut events: Vec<KubeEvent> = build_event_notes(&changes)
         .into_iter()
-        .map(|(reason, note)| KubeEvent {
+        .map(|(action, note)| KubeEvent {
             type_: EventType::Normal,
-            reason: reason.to_string(),
+            reason: action.event_reason().to_string(),
             note: Some(note),
-            action: if reason == super::audit::EVENT_ACCESS_GRANTED {
-                ACTION_GRANT
-            } else {
-                ACTION_REVOKE
+            action: match action {
+                AccessAction::Granted => ACTION_GRANT,
+                AccessAction::Revoked => ACTION_REVOKE,
             }
             .to_string(),
             secondary: None,

@@ -9,7 +9,9 @@
 //!
 //! A file is rewritten only when its content changes, and replaced atomically. While any
 //! policy file cannot be read, nothing is removed: an unreadable file is not a reason to
-//! revoke access.
+//! revoke access. The binding files a pass finds are the bindings that exist, so the
+//! revocation guard holds here as it does in a cluster. No namespaces exist in this mode:
+//! a `namespaceSelector` matches none, and only listed namespaces get bindings.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -5,20 +5,27 @@
 //! Each revoked subject gets a [`Cause`] read from the directory as it is now, and from the
 //! groups the policy selected on its last pass (`status.selectedGroups`):
 //!
-//! | cause | when | explained |
-//! |---|---|---|
-//! | `deactivated` | the user is `active: false` | yes |
-//! | `deleted` | the user is gone and every selected group is complete and lists only members that resolve | yes |
-//! | `left-group` | the user exists, no selected group lists them, and every group selected last time is still selected | yes |
-//! | `renamed` | a Group subject whose group (same SCIM id) is still selected under a new displayName | yes |
-//! | `reserved` | the name reaches a reserved identity | yes |
-//! | `role-not-allowed` | the policy names a role outside the allow-list | yes |
-//! | `foreign` | a subject kind this operator never writes | yes |
-//! | `group-gone` | a group selected last time is gone or no longer selected (or that history is unknown) | no |
-//! | `unbound` | the policy still grants the subject but binds it nowhere (grants or namespaces changed) | no |
-//! | `policy-invalid` | the policy still selects the subject but is malformed | no |
-//! | `policy-changed` | the subject no longer follows from the subject kind or the prefixes | no |
-//! | `unresolved` | the user is gone (or not listed) while a selected group lists members that resolve to nothing or misses member shards | no |
+//! Explained, so revoked at once:
+//! - `deactivated`: the user is `active: false`;
+//! - `deleted`: the user is gone, and every selected group is complete and lists only
+//!   members that resolve (the SCIM server removes a deleted user from every group);
+//! - `left-group`: the user exists, no selected group lists them, and every group selected
+//!   last time is still selected;
+//! - `renamed`: a Group subject whose group (same SCIM id) is still selected under a new
+//!   displayName;
+//! - `reserved`: the name reaches a reserved identity;
+//! - `role-not-allowed`: the policy names a role outside the allow-list;
+//! - `foreign`: a subject kind this operator never writes.
+//!
+//! Unexplained:
+//! - `group-gone`: a group selected last time is gone or no longer selected, or that history
+//!   is unknown;
+//! - `unbound`: the policy still grants the subject but binds it nowhere (its grants or
+//!   namespaces changed);
+//! - `policy-invalid`: the policy still selects the subject but is malformed;
+//! - `policy-changed`: the subject no longer follows from the subject kind or the prefixes;
+//! - `unresolved`: the user is gone while a selected group lists members that resolve to
+//!   nothing, or a selected group misses member shards.
 //!
 //! Only explained revocations are certain to be what the directory's owners asked for. The
 //! others are held (the subjects keep the bindings they have, while everything else in the
@@ -29,13 +36,17 @@
 //! - **RevocationHeld**: every unexplained revocation, when there are more of them than
 //!   [`max_revocation_ratio`](super::ControllerSettings::max_revocation_ratio) of the subjects
 //!   bound before the pass (so a deleted group or a rewritten policy that would strip most
-//!   of a policy's subjects stops and asks).
+//!   of a policy's subjects stops and asks); when they are all `unresolved`, the hold is
+//!   reported as IncompleteDirectory, the more precise reason.
 //!
 //! A hold is released by the policy annotation
 //! [`ALLOW_MASS_REVOCATION_ANNOTATION`](super::ALLOW_MASS_REVOCATION_ANNOTATION): set to the
 //! fingerprint the condition message shows, it releases that very set of revocations once
 //! (a different set holds again); set to `"true"`, it turns the guard off for the policy.
 //! Raising the ratio (or turning it off) in the settings releases RevocationHeld as well.
+//!
+//! Deleting a policy is not a pass: the garbage collector removes its bindings, and nothing
+//! here holds them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -306,13 +317,16 @@ pub(crate) fn review(input: &ReviewInput<'_>, plan: &Plan, current: &CurrentAcce
         .collect();
     let max_ratio = input.settings.max_revocation_ratio;
     let too_many = max_ratio.is_some_and(|r| unexplained.len() as f64 > r * before.len() as f64);
-    let (reason, held): (HoldReason, Vec<(&SubjectKey, Cause)>) = if too_many {
+    let unresolved: Vec<(&SubjectKey, Cause)> = unexplained
+        .iter()
+        .copied()
+        .filter(|(_, c)| *c == Cause::Unresolved)
+        .collect();
+    // When every unexplained revocation comes from an incomplete directory, that is the
+    // reason to name, whatever their number.
+    let (reason, held) = if too_many && unresolved.len() < unexplained.len() {
         (HoldReason::MassRevocation, unexplained)
     } else {
-        let unresolved = unexplained
-            .into_iter()
-            .filter(|(_, c)| *c == Cause::Unresolved)
-            .collect();
         (HoldReason::IncompleteDirectory, unresolved)
     };
     if held.is_empty() {
@@ -805,6 +819,20 @@ mod tests {
             (HoldReason::IncompleteDirectory, vec![key("u4")])
         );
         assert_eq!(Before::bound(&desired), names(&["u1", "u2", "u3", "u4"]));
+    }
+
+    #[test]
+    fn an_incomplete_directory_is_named_even_when_it_is_most_of_the_policy() {
+        let mut state = before(SubjectKind::User);
+        state.users.retain(|u| u.spec.id == "u1");
+
+        let desired = state.pass(&ControllerSettings::default());
+
+        let hold = desired.hold.unwrap();
+        assert_eq!(
+            (hold.reason, hold.subjects.len()),
+            (HoldReason::IncompleteDirectory, 3)
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! `bulkId` not yet created waits for a later pass, and one whose reference never resolves
 //! fails with 409.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value, json};
 
 use super::error::ScimError;
@@ -86,35 +88,74 @@ fn parse(body: &Value) -> Result<(Vec<Operation>, Option<usize>), ScimError> {
     Ok((parsed, fail_on_errors))
 }
 
-/// Replaces `bulkId:X` references with created ids; `Err(X)` names one not yet created.
-fn resolve(value: &Value, ids: &Map<String, Value>) -> Result<Value, String> {
-    Ok(match value {
-        Value::String(s) => match s.strip_prefix("bulkId:") {
-            Some(key) => ids.get(key).cloned().ok_or_else(|| key.to_string())?,
-            None => value.clone(),
-        },
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| resolve(v, ids))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), resolve(v, ids)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
+/// The bulkIds the operations declare; a request that declares one twice is refused, as a
+/// reference to it could not be told apart.
+fn declared_ids(ops: &[Operation]) -> Result<HashSet<String>, ScimError> {
+    let mut declared = HashSet::new();
+    for op in ops {
+        if let Some(id) = &op.bulk_id
+            && !declared.insert(id.clone())
+        {
+            return Err(ScimError::invalid_syntax(format!(
+                "bulkId {id:?} is declared by more than one operation"
+            )));
+        }
+    }
+    Ok(declared)
 }
 
-fn resolve_path(path: &str, ids: &Map<String, Value>) -> Result<String, String> {
+/// The declared bulkIds a value or path refers to. A `bulkId:` string naming no declared
+/// operation is an ordinary value.
+fn references(value: &Value, declared: &HashSet<String>, found: &mut HashSet<String>) {
+    match value {
+        Value::String(s) => {
+            if let Some(key) = s.strip_prefix("bulkId:").filter(|k| declared.contains(*k)) {
+                found.insert(key.to_string());
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| references(v, declared, found)),
+        Value::Object(map) => map.values().for_each(|v| references(v, declared, found)),
+        _ => {}
+    }
+}
+
+fn references_of(op: &Operation, declared: &HashSet<String>) -> HashSet<String> {
+    let mut found = HashSet::new();
+    if let Some((_, key)) = op.path.split_once("/bulkId:")
+        && declared.contains(key)
+    {
+        found.insert(key.to_string());
+    }
+    if let Some(data) = &op.data {
+        references(data, declared, &mut found);
+    }
+    found
+}
+
+/// Replaces references to created bulkIds with their ids.
+fn resolve(value: &Value, ids: &Map<String, Value>) -> Value {
+    match value {
+        Value::String(s) => match s.strip_prefix("bulkId:").and_then(|k| ids.get(k)) {
+            Some(id) => id.clone(),
+            None => value.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve(v, ids)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), resolve(v, ids)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn resolve_path(path: &str, ids: &Map<String, Value>) -> String {
     match path.split_once("/bulkId:") {
         Some((prefix, key)) => match ids.get(key).and_then(Value::as_str) {
-            Some(id) => Ok(format!("{prefix}/{id}")),
-            None => Err(key.to_string()),
+            Some(id) => format!("{prefix}/{id}"),
+            None => path.to_string(),
         },
-        None => Ok(path.to_string()),
+        None => path.to_string(),
     }
 }
 
@@ -126,20 +167,25 @@ impl ScimService {
         let mut results: Vec<Option<Value>> = vec![None; ops.len()];
         let mut errors = 0;
         let mut pending: Vec<usize> = (0..ops.len()).collect();
+        let declared = declared_ids(&ops)?;
         'passes: while !pending.is_empty() {
             let mut waiting = Vec::new();
+            // An operation that waits for a bulkId holds back every later one that refers to
+            // the same bulkId, so operations on one resource keep their order.
+            let mut held: HashSet<String> = HashSet::new();
             for &i in &pending {
                 let op = &ops[i];
-                let (path, data) = match (
-                    resolve_path(&op.path, &ids),
-                    op.data.as_ref().map(|d| resolve(d, &ids)).transpose(),
-                ) {
-                    (Ok(path), Ok(data)) => (path, data),
-                    _ => {
-                        waiting.push(i);
-                        continue;
-                    }
-                };
+                let refs = references_of(op, &declared);
+                if refs
+                    .iter()
+                    .any(|r| !ids.contains_key(r) || held.contains(r))
+                {
+                    held.extend(refs);
+                    waiting.push(i);
+                    continue;
+                }
+                let path = resolve_path(&op.path, &ids);
+                let data = op.data.as_ref().map(|d| resolve(d, &ids));
                 let outcome = self.bulk_one(tenant, op, &path, data.as_ref(), base).await;
                 let mut result = json!({"method": op.method});
                 if let Some(bulk_id) = &op.bulk_id {
@@ -273,13 +319,21 @@ mod tests {
         let data = json!({"members": [{"value": "bulkId:u1"}], "displayName": "g"});
         assert_eq!(
             resolve(&data, &ids),
-            Ok(json!({"members": [{"value": "abc"}], "displayName": "g"}))
+            json!({"members": [{"value": "abc"}], "displayName": "g"})
         );
-        assert_eq!(
-            resolve_path("/Users/bulkId:u1", &ids),
-            Ok("/Users/abc".to_string())
+        assert_eq!(resolve_path("/Users/bulkId:u1", &ids), "/Users/abc");
+    }
+
+    #[test]
+    fn only_declared_bulk_ids_are_references() {
+        let declared: HashSet<String> = ["u1".to_string()].into();
+        let mut found = HashSet::new();
+        references(
+            &json!({"title": "bulkId:notes", "m": ["bulkId:u1"]}),
+            &declared,
+            &mut found,
         );
-        assert_eq!(resolve(&json!("bulkId:u2"), &ids), Err("u2".to_string()));
+        assert_eq!(found, ["u1".to_string()].into());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -206,6 +206,24 @@ async fn authenticate(
             .into_response();
         }
     }
+    // A body that says it is not JSON cannot be a SCIM message; an absent type is fine.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if let Some(declared) = declared
+        && !declared.to_ascii_lowercase().contains("json")
+        && matches!(
+            *request.method(),
+            Method::POST | Method::PUT | Method::PATCH
+        )
+    {
+        return ScimError::status(
+            415,
+            format!("content type {declared:?} is not accepted; send application/scim+json"),
+        )
+        .into_response();
+    }
     let base = base_url(&state, request.headers());
     request.extensions_mut().insert(Tenant { entry, base });
     next.run(request).await
@@ -329,6 +347,7 @@ where
         attributes: p.attributes,
         excluded_attributes: p.excluded,
         cursor: params.get("cursor").map(str::to_string),
+        unpaged: false,
     })
 }
 
@@ -436,6 +455,7 @@ where
         attributes: attrs("attributes")?,
         excluded_attributes: attrs("excludedAttributes")?,
         cursor: text("cursor")?,
+        unpaged: false,
     })
 }
 
@@ -470,7 +490,8 @@ async fn search_root(
     let count = user_query.count;
     for query in [&mut user_query, &mut group_query] {
         query.start_index = Some(1);
-        query.count = Some(i64::MAX);
+        query.cursor = None;
+        query.unpaged = true;
     }
     let users = state
         .service
@@ -481,7 +502,8 @@ async fn search_root(
     let total = users.total + groups.total;
     let limit = count
         .map(|c| c.max(0) as usize)
-        .unwrap_or(state.service.settings.max_page_size);
+        .unwrap_or(state.service.settings.max_page_size)
+        .min(state.service.settings.max_page_size);
     let resources: Vec<Value> = users
         .resources
         .into_iter()

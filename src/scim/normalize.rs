@@ -317,10 +317,10 @@ pub(crate) fn coerce_single(
             .ok()
             .and_then(Number::from_f64)
             .map(Value::Number),
-        (
-            AttrType::String | AttrType::Reference | AttrType::DateTime | AttrType::Binary,
-            Value::String(s),
-        ) => Some(Value::String(canonical_spelling(attr, s))),
+        (AttrType::Binary, Value::String(s)) => is_base64(s).then(|| value.clone()),
+        (AttrType::String | AttrType::Reference | AttrType::DateTime, Value::String(s)) => {
+            Some(Value::String(canonical_spelling(attr, s)))
+        }
         _ => None,
     };
     match (coerced, value) {
@@ -404,12 +404,22 @@ fn canonical_spelling(attr: &AttributeDef, s: &str) -> String {
         .map_or_else(|| s.to_owned(), |canonical| (*canonical).to_owned())
 }
 
+/// Whether a string is base64 (RFC 4648, standard alphabet, padded), as SCIM binary
+/// values are; clients that decode them fail on anything else.
+fn is_base64(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    s.len() % 4 == 0
+        && s.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
 /// How the type of an attribute reads in an error detail.
 fn expected_kind(attr: &AttributeDef) -> &'static str {
     match attr.kind {
-        AttrType::String | AttrType::DateTime | AttrType::Binary | AttrType::Reference => {
-            "a string"
-        }
+        AttrType::String | AttrType::DateTime | AttrType::Reference => "a string",
+        AttrType::Binary => "a base64 string",
         AttrType::Boolean => "a boolean",
         AttrType::Integer => "an integer",
         AttrType::Decimal => "a number",

@@ -51,6 +51,9 @@ pub struct ListQuery {
     pub excluded_attributes: Vec<AttrPath>,
     /// Cursor pagination (RFC 9865): `Some("")` asks for the first page.
     pub cursor: Option<String>,
+    /// Every match, ignoring `count` and the page size limit: for the root search, which
+    /// pages over both resource types itself.
+    pub unpaged: bool,
 }
 
 /// A page of results, ready to serialise as a ListResponse.
@@ -102,8 +105,15 @@ where
         base_url: &str,
         members: bool,
     );
-    /// Checks a spec against the rest of the tenant before it is written.
-    fn validate(spec: &Self::Spec, store: &Store, tenant: &str) -> Result<(), ScimError>;
+    /// Checks a spec against the rest of the tenant before it is written; what `previous`
+    /// already held is not checked again, so a member whose user went away since does not
+    /// block unrelated changes.
+    fn validate(
+        spec: &Self::Spec,
+        previous: Option<&Self::Spec>,
+        store: &Store,
+        tenant: &str,
+    ) -> Result<(), ScimError>;
 }
 
 impl ServiceKind for ScimUser {
@@ -128,7 +138,12 @@ impl ServiceKind for ScimUser {
         }
     }
 
-    fn validate(_: &Self::Spec, _: &Store, _: &str) -> Result<(), ScimError> {
+    fn validate(
+        _: &Self::Spec,
+        _: Option<&Self::Spec>,
+        _: &Store,
+        _: &str,
+    ) -> Result<(), ScimError> {
         Ok(())
     }
 }
@@ -158,10 +173,22 @@ impl ServiceKind for ScimGroup {
         }
     }
 
-    fn validate(spec: &Self::Spec, store: &Store, tenant: &str) -> Result<(), ScimError> {
+    fn validate(
+        spec: &Self::Spec,
+        previous: Option<&Self::Spec>,
+        store: &Store,
+        tenant: &str,
+    ) -> Result<(), ScimError> {
         let users = store.users.read();
         let groups = store.groups.read();
-        for member in &spec.members {
+        let held: std::collections::HashSet<&str> = previous
+            .map(|p| p.members.iter().map(|m| m.value.as_str()).collect())
+            .unwrap_or_default();
+        for member in spec
+            .members
+            .iter()
+            .filter(|m| !held.contains(m.value.as_str()))
+        {
             if let Some(kind) = &member.kind
                 && !kind.eq_ignore_ascii_case("User")
             {
@@ -259,8 +286,15 @@ impl ScimService {
         Store: IndexOf<K>,
     {
         let body = self.represent_with(obj, tenant, base, !p.skips_members());
+        // Without a selection, projection only drops `returned: never` attributes, which the
+        // store never holds (passwords), so the common read skips a copy of the body.
+        let body = if p.attributes.is_empty() && p.excluded.is_empty() {
+            body
+        } else {
+            project(&body, K::schema(), &p.attributes, &p.excluded)
+        };
         Answer {
-            body: project(&body, K::schema(), &p.attributes, &p.excluded),
+            body,
             version: version_of(obj),
         }
     }
@@ -307,7 +341,8 @@ impl ScimService {
         let id = uuid::Uuid::new_v4().to_string();
         let spec = K::spec_from_scim(&id, &attrs)?;
         self.check_unique::<K>(tenant, K::spec_unique_value(&spec), None)?;
-        K::validate(&spec, &self.store, tenant)?;
+        validate_unique_value::<K>(&spec)?;
+        K::validate(&spec, None, &self.store, tenant)?;
         let stamp = now();
         let obj: K = new_object(tenant, spec, &id, &stamp, &stamp);
         let created = self.store.create(&obj).await.map_err(|e| match e {
@@ -423,7 +458,8 @@ impl ScimService {
             let spec = K::spec_from_scim(id, &changed)?;
             let new_unique = K::spec_unique_value(&spec).to_string();
             self.check_unique::<K>(tenant, &new_unique, Some(id))?;
-            K::validate(&spec, &self.store, tenant)?;
+            validate_unique_value::<K>(&spec)?;
+            K::validate(&spec, Some(current.spec()), &self.store, tenant)?;
             let stamp = now();
             let renamed = new_unique.to_lowercase() != current.unique_value().to_lowercase();
             let result = if renamed {
@@ -432,7 +468,7 @@ impl ScimService {
                 let mut next = K::from_parts(current.meta().clone(), spec);
                 next.annotations_mut()
                     .insert(LAST_MODIFIED_ANNOTATION.to_string(), stamp);
-                self.store.replace(&next).await
+                self.store.replace_from(Some(&current), &next).await
             };
             match result {
                 Ok(written) => return Ok(self.answer(&written, tenant, base, p)),
@@ -480,10 +516,18 @@ impl ScimService {
     {
         let next: K = new_object(tenant, spec, current.scim_id(), &created_of(current), stamp);
         let created = self.store.create(&next).await?;
-        if let Err(e) = self.store.delete(current).await {
-            warn!(id = current.scim_id(), error = %e, "failed to remove the object of a renamed resource");
+        match self.store.delete_exact(current).await {
+            Ok(()) => Ok(created),
+            // Another writer changed or renamed the resource first: undo this rename, and let
+            // the caller retry from what is there now.
+            Err(StoreError::Conflict | StoreError::NotFound) => {
+                if let Err(error) = self.store.delete(&created).await {
+                    warn!(id = current.scim_id(), %error, "failed to undo a rename that lost a race");
+                }
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(e),
         }
-        Ok(created)
     }
 
     /// DELETE.
@@ -609,11 +653,15 @@ impl ScimService {
             matched = keyed.into_iter().map(|(_, obj)| obj).collect();
         }
         let total = matched.len();
-        let count = query
-            .count
-            .map(|c| c.max(0) as usize)
-            .unwrap_or(self.settings.max_page_size)
-            .min(self.settings.max_page_size);
+        let count = if query.unpaged {
+            usize::MAX
+        } else {
+            query
+                .count
+                .map(|c| c.max(0) as usize)
+                .unwrap_or(self.settings.max_page_size)
+                .min(self.settings.max_page_size)
+        };
         // Cursor pages continue after the last id seen when the order is the id order, so
         // inserts and deletes between pages shift nothing; sorted lists continue by offset.
         let (skip, start) = match query.cursor.as_deref() {
@@ -684,6 +732,19 @@ fn invalid_cursor() -> ScimError {
         ScimType::InvalidCursor,
         "the cursor is not one this server issued for this query; start again with cursor=",
     )
+}
+
+/// Refuses a userName or displayName holding control characters: they end up in
+/// RoleBinding subjects, where they make look-alike names in kubectl output.
+fn validate_unique_value<K: ScimKind>(spec: &K::Spec) -> Result<(), ScimError> {
+    let value = K::spec_unique_value(spec);
+    if value.chars().any(char::is_control) {
+        return Err(ScimError::invalid_value(format!(
+            "{} must not contain control characters such as tabs or line breaks",
+            K::UNIQUE_ATTRIBUTE
+        )));
+    }
+    Ok(())
 }
 
 fn start_of(query: &ListQuery) -> usize {

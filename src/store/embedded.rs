@@ -80,12 +80,15 @@ impl EmbeddedBackend {
         Ok(stored)
     }
 
-    pub(super) async fn delete<K: ScimKind>(&self, obj: &K) -> Result<(), StoreError> {
+    pub(super) async fn delete<K: ScimKind>(&self, obj: &K, exact: bool) -> Result<(), StoreError> {
         let _version = self.version.lock().await;
         let path = self.path_of::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any());
         let current: K = read_file(&path)?.ok_or(StoreError::NotFound)?;
         if current.uid() != obj.uid() {
             return Err(StoreError::NotFound);
+        }
+        if exact && current.resource_version() != obj.resource_version() {
+            return Err(StoreError::Conflict);
         }
         std::fs::remove_file(&path).map_err(io_error)
     }

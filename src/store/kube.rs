@@ -61,12 +61,14 @@ impl KubeBackend {
             .map_err(map_error)
     }
 
-    pub(super) async fn delete<K: ScimKind>(&self, obj: &K) -> Result<(), StoreError> {
+    /// Deletes an object if its uid matches; with `exact`, also its resourceVersion, and a
+    /// mismatch is a `Conflict` rather than "already gone".
+    pub(super) async fn delete<K: ScimKind>(&self, obj: &K, exact: bool) -> Result<(), StoreError> {
         let api = self.api::<K>(&obj.namespace().unwrap_or_default());
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: obj.uid(),
-                resource_version: None,
+                resource_version: if exact { obj.resource_version() } else { None },
             }),
             ..Default::default()
         };
@@ -74,7 +76,7 @@ impl KubeBackend {
             Ok(_) => Ok(()),
             // A uid precondition that fails means the object under that name is another one.
             Err(e) => match map_error(e) {
-                StoreError::Conflict => Err(StoreError::NotFound),
+                StoreError::Conflict if !exact => Err(StoreError::NotFound),
                 other => Err(other),
             },
         }
@@ -188,7 +190,7 @@ impl KubeBackend {
             match written {
                 Ok(shard) => cache.upsert(shard),
                 Err(e) => {
-                    let _ = self.delete(&created).await;
+                    let _ = self.delete(&created, false).await;
                     let _ = self.delete_shards(group).await;
                     return Err(e);
                 }

@@ -63,11 +63,11 @@ impl Backend {
         }
     }
 
-    /// Deletes an object if its uid and resourceVersion are current.
-    pub async fn delete<K: ScimKind>(&self, obj: &K) -> Result<(), StoreError> {
+    /// Deletes an object if its uid is current (and, with `exact`, its resourceVersion).
+    pub async fn delete<K: ScimKind>(&self, obj: &K, exact: bool) -> Result<(), StoreError> {
         match self {
-            Backend::Kube(b) => b.delete(obj).await,
-            Backend::Embedded(b) => b.delete(obj).await,
+            Backend::Kube(b) => b.delete(obj, exact).await,
+            Backend::Embedded(b) => b.delete(obj, exact).await,
         }
     }
 
@@ -143,33 +143,63 @@ impl Store {
         Ok(created)
     }
 
-    /// Replaces an object and records it in the index.
+    /// Replaces an object and records it in the index; a group's member changes are taken
+    /// against what the index holds.
     pub async fn replace<K: ScimKind>(&self, obj: &K) -> Result<K, StoreError>
     where
         Self: IndexOf<K>,
     {
-        if let (Backend::Kube(kube), Some(group)) = (&self.backend, as_group(obj)) {
-            let current = self.groups.read().tenant_object(group);
-            let replaced = kube
-                .replace_group(group, current.as_deref(), &self.shards)
-                .await?;
+        let previous = self.index().read().tenant_object(obj);
+        self.replace_from(previous.as_deref(), obj).await
+    }
+
+    /// Replaces an object that was computed from `previous`, and records it in the index.
+    /// For a group kept in shards, only the members that differ between `previous` and
+    /// `next` are written, so a concurrent writer's members are never undone by a stale
+    /// copy.
+    pub async fn replace_from<K: ScimKind>(
+        &self,
+        previous: Option<&K>,
+        next: &K,
+    ) -> Result<K, StoreError>
+    where
+        Self: IndexOf<K>,
+    {
+        if let (Backend::Kube(kube), Some(group)) = (&self.backend, as_group(next)) {
+            let previous = previous.and_then(as_group);
+            let replaced = kube.replace_group(group, previous, &self.shards).await?;
             self.groups.upsert(replaced.clone());
             return from_group(replaced).ok_or(StoreError::Invalid("not a group".into()));
         }
-        let replaced = self.backend.replace(obj).await?;
+        let replaced = self.backend.replace(next).await?;
         self.index().upsert(replaced.clone());
         Ok(replaced)
     }
 
-    /// Deletes an object and removes it from the index.
+    /// Deletes an object (gone already counts as done) and removes it from the index.
     pub async fn delete<K: ScimKind>(&self, obj: &K) -> Result<(), StoreError>
     where
         Self: IndexOf<K>,
     {
-        match self.backend.delete(obj).await {
-            Ok(()) | Err(StoreError::NotFound) => {
-                self.index().remove(obj);
-            }
+        self.delete_with(obj, false).await
+    }
+
+    /// Deletes an object only if it is still the version given; otherwise `Conflict` (or
+    /// `NotFound`), so a caller that read it can tell that someone else got there first.
+    pub async fn delete_exact<K: ScimKind>(&self, obj: &K) -> Result<(), StoreError>
+    where
+        Self: IndexOf<K>,
+    {
+        self.delete_with(obj, true).await
+    }
+
+    async fn delete_with<K: ScimKind>(&self, obj: &K, exact: bool) -> Result<(), StoreError>
+    where
+        Self: IndexOf<K>,
+    {
+        match self.backend.delete(obj, exact).await {
+            Ok(()) => self.index().remove(obj),
+            Err(StoreError::NotFound) if !exact => self.index().remove(obj),
             Err(e) => return Err(e),
         }
         // A rename creates the new object before deleting the old one; the shards, keyed by

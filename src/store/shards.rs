@@ -64,11 +64,13 @@ pub fn build_deltas(
     after: &[GroupMember],
     count: i64,
 ) -> BTreeMap<i64, (Vec<GroupMember>, Vec<String>)> {
-    let old: HashMap<&str, &GroupMember> = before.iter().map(|m| (m.value.as_str(), m)).collect();
+    // Members compare by id: the representation a change was computed from decorates
+    // members (type, $ref), and a writer must never re-add someone because of that.
+    let old: HashSet<&str> = before.iter().map(|m| m.value.as_str()).collect();
     let new: HashSet<&str> = after.iter().map(|m| m.value.as_str()).collect();
     let mut deltas: BTreeMap<i64, (Vec<GroupMember>, Vec<String>)> = BTreeMap::new();
     for member in after {
-        if old.get(member.value.as_str()) != Some(&member) {
+        if !old.contains(member.value.as_str()) {
             deltas
                 .entry(compute_shard_of(&member.value, count))
                 .or_default()
@@ -76,7 +78,7 @@ pub fn build_deltas(
                 .push(member.clone());
         }
     }
-    for id in old.keys().filter(|id| !new.contains(*id)) {
+    for id in old.iter().filter(|id| !new.contains(*id)) {
         deltas
             .entry(compute_shard_of(id, count))
             .or_default()
