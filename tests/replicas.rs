@@ -312,16 +312,16 @@ fn concurrent_changes_to_a_sharded_group_and_racing_renames_lose_nothing() {
 
     // Twenty additions and ten removals at once.
     let mut threads = Vec::new();
-    for id in extra.iter().cloned() {
-        let (server, gid) = (server.clone(), gid.clone());
+    for id in extra {
+        let (server, gid, id) = (server.clone(), gid.clone(), id.clone());
         threads.push(std::thread::spawn(move || {
             let body =
                 json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]});
             request(&server, "PATCH", &format!("/Groups/{gid}"), Some(&body)).map(|r| r.0)
         }));
     }
-    for id in members[..10].iter().cloned() {
-        let (server, gid) = (server.clone(), gid.clone());
+    for id in &members[..10] {
+        let (server, gid, id) = (server.clone(), gid.clone(), id.clone());
         threads.push(std::thread::spawn(move || {
             let body = json!({"Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]});
             request(&server, "PATCH", &format!("/Groups/{gid}"), Some(&body)).map(|r| r.0)
