@@ -489,14 +489,24 @@ async fn check_list<K>(client: &Client) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
-    Api::<K>::all(client.clone())
-        .list_metadata(&ListParams::default().limit(1))
+    fetch_listable::<K>(client)
         .await
-        .map(|_| ())
         .map_err(|source| Error::Startup {
             kind: K::kind(&()).into_owned(),
             source,
         })
+}
+
+/// Lists one object of a kind across namespaces, to learn at startup (with a clear error)
+/// whether the CRD is installed and the RBAC allows reading it.
+pub(crate) async fn fetch_listable<K>(client: &Client) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    Api::<K>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map(|_| ())
 }
 
 /// Brings one policy's bindings and status in line with the policy and its directory.

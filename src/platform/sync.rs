@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::{self, Event};
@@ -344,10 +344,8 @@ async fn check_access(client: &Client) -> Result<(), PlatformError> {
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
     {
-        Api::<K>::all(client.clone())
-            .list_metadata(&ListParams::default().limit(1))
+        crate::controller::kube::fetch_listable::<K>(client)
             .await
-            .map(|_| ())
             .map_err(|source| PlatformError::Startup {
                 kind: K::kind(&()).into_owned(),
                 source,
@@ -355,7 +353,8 @@ async fn check_access(client: &Client) -> Result<(), PlatformError> {
     }
     list::<AccessPolicy>(client).await?;
     list::<ScimUser>(client).await?;
-    list::<ScimGroup>(client).await
+    list::<ScimGroup>(client).await?;
+    list::<ScimGroupMembers>(client).await
 }
 
 /// Writes one target's object unless the live one already holds the same data; returns
