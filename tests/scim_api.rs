@@ -477,3 +477,26 @@ async fn non_json_bodies_control_characters_and_bad_base64_are_refused() {
     let (_, list) = api.send("GET", "/Users", None).await;
     assert_eq!(list["totalResults"], json!(0));
 }
+
+#[tokio::test]
+async fn a_filter_that_cannot_describe_a_new_element_creates_nothing() {
+    let api = api();
+    let id = api.user("f@example.com").await;
+    let body = json!({"Operations": [
+        {"op": "add", "path": "emails[type eq \"home\" or type eq \"other\"].value", "value": "c@home.example"},
+    ]});
+    let (status, error) = api.send("PATCH", &format!("/Users/{id}"), Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_scim_error(&error, Some("noTarget"));
+    let entra = json!({"Operations": [
+        {"op": "Add", "path": "emails[type eq \"home\"].value", "value": "c@home.example"},
+    ]});
+    let (status, user) = api
+        .send("PATCH", &format!("/Users/{id}"), Some(entra))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        user["emails"],
+        json!([{"type": "home", "value": "c@home.example"}])
+    );
+}

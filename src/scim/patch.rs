@@ -584,6 +584,18 @@ fn write_elements(
             .unwrap_or_default();
         let created = update_element(target, kind, &Value::Object(seed), value)?;
         match coerce_single(attr, &created, attr.name)? {
+            // Only `eq` terms joined by `and` describe an element; for any other filter the
+            // new element would not be one the filter picks, so nothing is guessed.
+            Some(element)
+                if target
+                    .filter
+                    .is_some_and(|f| !f.matches_element(&element, attr)) =>
+            {
+                return Err(ScimError::no_target(format!(
+                    "no `{}` element matches the path's filter, and one that does cannot be                      derived from it (only `eq` terms joined by `and` describe a new element)",
+                    attr.name
+                )));
+            }
             Some(element) => {
                 if !attr.multi_valued {
                     items.clear();
