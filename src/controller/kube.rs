@@ -75,6 +75,8 @@ pub const STATUS_BATCH_DELAY: Duration = Duration::from_millis(200);
 /// Longest wait of a pass for the caches to be filled before it reports `NotSynced` and
 /// retries, changing nothing.
 pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long running passes may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Status writes in flight at once while a tenant's statuses are brought up to date.
 const STATUS_WRITE_CONCURRENCY: usize = 8;
 /// Event action of access granted.
@@ -161,7 +163,8 @@ impl Error {
 }
 
 /// Runs the policy controller and the identity status updater until `shutdown` resolves,
-/// then lets running reconciles finish.
+/// then lets running reconciles finish for up to [`SHUTDOWN_GRACE`]; retries that failed
+/// passes would schedule are not waited for (the next leader starts with a full pass).
 ///
 /// Fails only at startup, when the API server refuses to list one of the resources.
 pub async fn run(
@@ -255,7 +258,10 @@ pub async fn run(
         caches,
         cache_sync_timeout: CACHE_SYNC_TIMEOUT,
     });
-    let queue = policy_rx.map(Ok::<_, Infallible>).take_until(shutdown);
+    let shutdown = future::FutureExt::shared(Box::pin(shutdown) as future::BoxFuture<'static, ()>);
+    let queue = policy_rx
+        .map(Ok::<_, Infallible>)
+        .take_until(shutdown.clone());
     let reconciles = applier(
         |policy, context| {
             let measured =
@@ -278,10 +284,27 @@ pub async fn run(
     });
     let statuses = run_identity_statuses(context, tenant_rx);
 
-    tokio::select! {
-        () = reconciles => info!("controller stopped"),
-        _ = future::join(directory_feeds, cluster_feeds) => warn!("watchers stopped"),
-        () = statuses => warn!("status updater stopped"),
+    let mut reconciles = pin!(reconciles);
+    let stopping = tokio::select! {
+        () = &mut reconciles => {
+            info!("controller stopped");
+            false
+        }
+        _ = future::join(directory_feeds, cluster_feeds) => {
+            warn!("watchers stopped");
+            false
+        }
+        () = statuses => {
+            warn!("status updater stopped");
+            false
+        }
+        () = shutdown => true,
+    };
+    if stopping {
+        match tokio::time::timeout(SHUTDOWN_GRACE, reconciles).await {
+            Ok(()) => info!("controller stopped"),
+            Err(_) => warn!("controller stopped before its passes in flight finished"),
+        }
     }
     Ok(())
 }
