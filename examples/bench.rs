@@ -125,54 +125,54 @@ async fn main() {
     }
     report("index: user by id", samples);
 
-    let mut samples = Vec::new();
-    for i in 0..5_000 {
-        let query = ListQuery {
-            filter: Some(format!(
-                "userName eq \"USER{}@example.com\"",
-                (i * 7919) % USERS
-            )),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let page = service
-            .list::<ScimUser>(TENANT, &query, base)
-            .expect("list");
-        samples.push(t.elapsed());
-        assert_eq!(page.total, 1);
-    }
-    report("service: filter userName eq (any case)", samples);
-
-    let mut samples = Vec::new();
-    for i in 0..5_000 {
-        let query = ListQuery {
-            filter: Some(format!("externalId eq \"ext-{}\"", (i * 7919) % USERS)),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let page = service
-            .list::<ScimUser>(TENANT, &query, base)
-            .expect("list");
-        samples.push(t.elapsed());
-        assert_eq!(page.total, 1);
-    }
-    report("service: filter externalId eq", samples);
-
-    let mut samples = Vec::new();
-    for i in 0..5_000 {
-        let query = ListQuery {
-            filter: Some(format!("displayName eq \"group-{}\"", (i * 7919) % GROUPS)),
-            excluded_attributes: vec![scim_operator::scim::schema::AttrPath::new("members")],
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let page = service
-            .list::<ScimGroup>(TENANT, &query, base)
-            .expect("list");
-        samples.push(t.elapsed());
-        assert_eq!(page.total, 1);
-    }
-    report("service: filter displayName eq, no members", samples);
+    // One filtered list per sample, each expected to find exactly one resource.
+    let time_lists = |build: &dyn Fn(usize) -> ListQuery, list: &dyn Fn(&ListQuery) -> usize| {
+        (0..5_000)
+            .map(|i| {
+                let query = build((i * 7919) % USERS);
+                let t = Instant::now();
+                let total = list(&query);
+                let elapsed = t.elapsed();
+                assert_eq!(total, 1);
+                elapsed
+            })
+            .collect::<Vec<_>>()
+    };
+    let users = |q: &ListQuery| {
+        service
+            .list::<ScimUser>(TENANT, q, base)
+            .expect("list")
+            .total
+    };
+    let groups = |q: &ListQuery| {
+        service
+            .list::<ScimGroup>(TENANT, q, base)
+            .expect("list")
+            .total
+    };
+    let filter = |text: String| ListQuery {
+        filter: Some(text),
+        ..Default::default()
+    };
+    report(
+        "service: filter userName eq (any case)",
+        time_lists(
+            &|n| filter(format!("userName eq \"USER{n}@example.com\"")),
+            &users,
+        ),
+    );
+    report(
+        "service: filter externalId eq",
+        time_lists(&|n| filter(format!("externalId eq \"ext-{n}\"")), &users),
+    );
+    let no_members = |n: usize| ListQuery {
+        excluded_attributes: vec![scim_operator::scim::schema::AttrPath::new("members")],
+        ..filter(format!("displayName eq \"group-{}\"", n % GROUPS))
+    };
+    report(
+        "service: filter displayName eq, no members",
+        time_lists(&no_members, &groups),
+    );
 
     let auth = Arc::new(Authenticator::single("bench-token", TENANT));
     let router = scim_operator::scim::http::router(app_state(
